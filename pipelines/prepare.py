@@ -1,0 +1,21 @@
+"""DVC stage ``prepare``: source images -> data/prepared/{train,val,test,holdout}.npz + meta.json.
+
+    python pipelines/prepare.py                      # reads params.yaml (what DVC tracks)
+    python pipelines/prepare.py data=medmnist data.path=../shared/data/bloodmnist.npz
+"""
+
+import sys
+
+from synthgen.cli import run_stage
+from synthgen.config import load_config
+from synthgen.data.prepare import prepare
+
+
+def main(overrides):
+    cfg = load_config(overrides)
+    out = prepare(cfg)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main))

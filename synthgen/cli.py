@@ -1,0 +1,39 @@
+"""Shared entry-point plumbing: one-line errors, logging, and the ``synthgen`` console script."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable, Sequence
+
+from .errors import InputError
+
+
+def run_stage(main: Callable[[Sequence[str]], object], argv: Sequence[str] | None = None) -> int:
+    """Run a stage's ``main(overrides)``; bad input ends in one line on stderr and exit code 2."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        main(argv)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``synthgen <command>``; commands are added by the stages that own them."""
+    parser = argparse.ArgumentParser(prog="synthgen", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("version", help="print the package version")
+    args = parser.parse_args(argv)
+    if args.command == "version":
+        from . import __version__
+
+        print(__version__)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Shared fixtures. Real MedMNIST data lives outside the repo (../shared/data or $SYNTHGEN_SHARED_DATA);
+tests that need it skip cleanly when it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("SYNTHGEN_SHARED_DATA", REPO.parent / "shared" / "data"))
+CHECK_CONTRACTS = REPO.parent / "shared" / "tools" / "check_contracts.py"
+
+os.environ.setdefault("SYNTHGEN_CONF", str(REPO / "conf"))
+
+
+def shared_npz(name: str) -> Path:
+    p = SHARED / name
+    if not p.exists():
+        pytest.skip(f"{p} not present (set SYNTHGEN_SHARED_DATA)")
+    return p
+
+
+@pytest.fixture
+def bloodmnist() -> Path:
+    return shared_npz("bloodmnist.npz")
+
+
+@pytest.fixture
+def pneumoniamnist() -> Path:
+    return shared_npz("pneumoniamnist_imbalanced.npz")
+
+
+def make_medmnist_npz(path: Path, n: int = 40, size: int = 28, channels: int = 1, n_classes: int = 3,
+                      seed: int = 0) -> Path:
+    """A small MedMNIST-style archive with class-dependent content (for fast tests)."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, k in (("train", n), ("val", n // 4), ("test", n // 2)):
+        y = rng.integers(0, n_classes, size=(k, 1))
+        shape = (k, size, size) if channels == 1 else (k, size, size, channels)
+        x = rng.integers(0, 60, size=shape).astype(np.uint8)
+        x += (y[:, 0] * 60).astype(np.uint8).reshape((k,) + (1,) * (x.ndim - 1))
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = x, y
+    np.savez(path, **arrays)
+    return path
