@@ -14,6 +14,8 @@ SHARED = Path(os.environ.get("SYNTHGEN_SHARED_DATA", REPO.parent / "shared" / "d
 CHECK_CONTRACTS = REPO.parent / "shared" / "tools" / "check_contracts.py"
 
 os.environ.setdefault("SYNTHGEN_CONF", str(REPO / "conf"))
+# Stage scripts run in subprocesses must import this checkout's synthgen, not another editable install.
+os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 
 
 def shared_npz(name: str) -> Path:
