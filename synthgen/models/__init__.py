@@ -1,0 +1,1 @@
+"""Generator networks and their Lightning modules."""
