@@ -27,7 +27,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="synthgen", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("version", help="print the package version")
+    verify = sub.add_parser("verify", help="check an export folder's shards against its index.json")
+    verify.add_argument("export_dir", help="e.g. data/export/synthetic")
+    verify.add_argument("--no-decode", action="store_true", help="skip decoding the PNG previews")
     args = parser.parse_args(argv)
+    if args.command == "verify":
+        from .export.verify import main as verify_main
+
+        return verify_main(args.export_dir, decode=not args.no_decode)
     if args.command == "version":
         from . import __version__
 

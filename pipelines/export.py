@@ -1,0 +1,21 @@
+"""DVC stage ``export``: data/audited -> data/export/<export.name>/ (shards, index.json, README.md card).
+
+    python pipelines/export.py                       # reads params.yaml (what DVC tracks)
+    python pipelines/export.py export.format=dicom export.shard_size.samples=500
+"""
+
+import sys
+
+from synthgen.cli import run_stage
+from synthgen.config import load_config
+from synthgen.export import export
+
+
+def main(overrides):
+    cfg = load_config(overrides)
+    out = export(cfg)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main))

@@ -1,0 +1,238 @@
+"""The dataset card ``README.md`` written next to the shards (Hugging Face dataset-card format).
+
+YAML front matter (license, task_categories, tags, size_categories, ``configs``/``data_files`` pointing at
+the shards) followed by: contents and per-class counts, a 5-line plain-``webdataset`` reading snippet,
+provenance (source cohort summary, model, training budget, full config), evaluation metrics, the privacy
+report, and intended use and limitations.
+
+No PHI: from the source cohort only aggregate, allow-listed fields of ``data/prepared/meta.json`` are shown
+(counts, image size, channels, dtype, modality, source kind), and every config value whose key names a
+file system location (``path``, ``root``, ``*_path``, ``*_dir``, ...) is replaced by ``<local path>``.
+The text depends only on its inputs (no timestamps), so the card is byte-identical across runs.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+import numpy as np
+import yaml
+
+from .audited import AuditedCohort
+
+_PATH_KEYS = ("path", "paths", "root", "dir", "file", "url", "cache")
+_SOURCE_KEYS = ("kind", "name", "modality", "flavour")
+_BUDGET_KEYS = ("max_epochs", "max_steps", "max_time", "epochs", "steps", "batch_size", "max_batches",
+                "limit_train_batches", "precision", "accelerator", "devices")
+
+
+def _is_path_key(key: str) -> bool:
+    k = str(key).lower()
+    return any(k == p or k.endswith("_" + p) or k.startswith(p + "_") for p in _PATH_KEYS)
+
+
+def redact_paths(obj: Any) -> Any:
+    """Copy of a config tree with file system locations replaced by ``"<local path>"``."""
+    if isinstance(obj, Mapping):
+        return {k: ("<local path>" if _is_path_key(k) and v not in (None, "") and not isinstance(v, (int, float))
+                    else redact_paths(v)) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [redact_paths(v) for v in obj]
+    return obj
+
+
+def flatten_scalars(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a.b": 1.0, ...}`` for every number/bool/short string leaf of a JSON tree (lists skipped)."""
+    out: dict[str, Any] = {}
+    if isinstance(obj, Mapping):
+        for k in sorted(obj, key=str):
+            out.update(flatten_scalars(obj[k], f"{prefix}{k}."))
+    elif isinstance(obj, (bool, int, float)) or (isinstance(obj, str) and len(obj) <= 80):
+        out[prefix[:-1]] = obj
+    return out
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v).replace("|", "\\|")
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _size_category(n: int) -> str:
+    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+                         (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M")):
+        if n < limit:
+            return label
+    return "10M<n<100M"
+
+
+def shard_brace_pattern(name: str, n_shards: int) -> str:
+    """``<name>-{000000..000003}.tar`` (or the single file name)."""
+    return f"{name}-000000.tar" if n_shards == 1 else f"{name}-{{000000..{n_shards - 1:06d}}}.tar"
+
+
+def reading_snippet(name: str, n_shards: int) -> str:
+    """Five lines that read the shards with plain ``webdataset`` + numpy (no synthgen), run from the folder."""
+    return "\n".join([
+        "import io, json, numpy as np, webdataset as wds",
+        f'ds = wds.WebDataset("{shard_brace_pattern(name, n_shards)}", shardshuffle=False)',
+        "for s in ds:",
+        '    x = np.load(io.BytesIO(s["npy"]))  # (C, H, W) uint8|uint16, exact intensities',
+        '    y, meta = int(s["cls"]), json.loads(s["json"])  # label, provenance + privacy scores',
+    ])
+
+
+def front_matter(name: str, index: Mapping[str, Any], license: str, pretty_name: str) -> str:
+    fm = {
+        "license": license,
+        "pretty_name": pretty_name,
+        "task_categories": ["image-classification"],
+        "tags": ["synthetic", "medical", "webdataset", "synthgen"],
+        "size_categories": [_size_category(int(index["totals"]["samples"]))],
+        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": f"{name}-*.tar"}]}],
+    }
+    return "---\n" + yaml.safe_dump(fm, sort_keys=False, default_flow_style=False) + "---\n"
+
+
+def render_card(cohort: AuditedCohort, index: Mapping[str, Any], export_cfg: Mapping[str, Any],
+                prepared_meta: Mapping[str, Any] | None = None, evaluate: Mapping[str, Any] | None = None,
+                privacy: Mapping[str, Any] | None = None, train: Mapping[str, Any] | None = None) -> str:
+    """The card text. ``prepared_meta``/``evaluate``/``privacy``/``train`` are the optional JSON files
+    ``data/prepared/meta.json`` and ``metrics/{evaluate,privacy,train}.json``."""
+    name = index["name"]
+    totals = index["totals"]
+    n_shards = int(totals["shards"])
+    names = list(index["class_names"])
+    shape, dtype = index["sample"]["shape"], index["sample"]["dtype"]
+    source = dict((prepared_meta or {}).get("source", {}) or {})
+    modality = source.get("modality") or "medical"
+    pretty = f"{name}: synthetic {modality} images ({cohort.generator or 'synthgen'})"
+    out = [front_matter(name, index, str(export_cfg.get("license", "other")), pretty)]
+    out.append(f"# {pretty}\n")
+    out.append("> **Synthetic data, not for diagnosis.** Every image in this dataset was generated by a model; "
+               "none shows a real patient. Each sample's `json` says `\"synthetic\": true`.\n")
+
+    out.append("## Contents\n")
+    out.append(f"{totals['samples']} samples of shape `{shape}` (`{dtype}`) in {n_shards} WebDataset shard(s) "
+               f"`{shard_brace_pattern(name, n_shards)}` ({totals['bytes']} bytes in all). `index.json` lists "
+               "every shard's sha256, size, sample count and per-class counts; `synthgen verify <this folder>` "
+               "checks them.\n")
+    out.append(_table(("member", "content"), [
+        ("`<key>.npy`", f"intensities `(C, H, W)` `{dtype}`, exactly as generated (float = value / dtype max)"),
+        ("`<key>.png`", "8-bit preview (uint16 scaled linearly, no windowing)"),
+        ("`<key>.cls`", "integer label (index into the class list below)"),
+        ("`<key>.json`", "class name, `synthetic: true`, generator, synthgen version, checkpoint sha256, "
+                         "config hash, seed, privacy scores"),
+    ]) + "\n")
+    out.append("Keys are `<name>-<class>-<row:07d>` (no dots).\n")
+    out.append("### Per-class counts\n")
+    out.append(_table(("label", "class", "samples"),
+                      [(i, c, totals["classes"].get(c, 0)) for i, c in enumerate(names)]) + "\n")
+    formats = [f for f in index.get("formats", []) if f != "webdataset"]
+    if "dicom" in formats:
+        out.append("DICOM copies: `dicom/<key>.dcm`, Secondary Capture, Synthetic Data (0008,001C) = YES, Image "
+                   "Type DERIVED\\SECONDARY, generator recorded in Contributing Equipment Sequence "
+                   "(109100, DCM, \"Synthesizing Equipment\"); no attribute comes from a source header.\n")
+    if "nifti" in formats:
+        out.append("NIfTI copies: `nifti/<key>.nii.gz`, voxel array `(W, H, 1)` (or `(W, H, 1, 1, C)` vector "
+                   "intent for C > 1), identity affine; `np.asarray(nib.load(f).dataobj)[:, :, 0].T` is the "
+                   "`(H, W)` image.\n")
+
+    out.append("## Reading the shards\n")
+    out.append("With plain `webdataset` (no synthgen needed), from this folder:\n")
+    out.append("```python\n" + reading_snippet(name, n_shards) + "\n```\n")
+    out.append("For training, `synthgen.shards.synthetic_pipeline(urls, batch_size=..., real_urls=..., "
+               "real_fraction=...)` decodes to float tensors in [0, 1], shuffles, splits shards over DDP "
+               "ranks and workers, and can mix in real data. URLs may be local paths, brace patterns, "
+               "`pipe:` commands, `http(s)://` or `s3://` objects.\n")
+
+    out.append("## Provenance\n")
+    out.append("### Source cohort (aggregate only, no PHI)\n")
+    if prepared_meta:
+        facts = [(f"source {k}", source[k]) for k in _SOURCE_KEYS if source.get(k) not in (None, "")]
+        facts += [(k.replace("_", " "), prepared_meta[k]) for k in ("image_size", "channels", "dtype")
+                  if k in prepared_meta]
+        if prepared_meta.get("normalization"):
+            facts.append(("normalization", prepared_meta["normalization"]))
+        out.append(_table(("field", "value"), facts) + "\n")
+        counts = prepared_meta.get("counts") or {}
+        if counts:
+            splits = list(counts)
+            out.append("Real images per split and class (the model trained on `train` only):\n")
+            out.append(_table(("class",) + tuple(splits),
+                              [(c,) + tuple(counts[s].get(c, 0) for s in splits) for c in names]) + "\n")
+        rare = prepared_meta.get("rare") or {}
+        if rare.get("classes"):
+            out.append(f"Rare-class scenario: classes {rare['classes']} kept at {rare.get('keep')} training "
+                       "images each.\n")
+    else:
+        out.append("No `data/prepared/meta.json` was available when this card was written.\n")
+    out.append("### Model\n")
+    out.append(_table(("field", "value"), [
+        ("generator", cohort.generator), ("model target", cohort.model_target),
+        ("checkpoint sha256", cohort.checkpoint_sha256), ("config hash", cohort.config_hash),
+        ("synthgen version", cohort.synthgen_version)]) + "\n")
+    cfg = redact_paths(cohort.config)
+    budget = [(k, v) for k, v in flatten_scalars(cfg).items() if k.split(".")[-1] in _BUDGET_KEYS]
+    budget += [(f"train metric {k}", v) for k, v in flatten_scalars(train or {}).items()]
+    out.append("Training budget:\n")
+    out.append((_table(("setting", "value"), budget) if budget else "not recorded") + "\n")
+    out.append("### Full configuration\n")
+    out.append("Generator run (from the audited `cohort.json`; local paths redacted):\n")
+    out.append("```yaml\n" + yaml.safe_dump(cfg, sort_keys=True, default_flow_style=False).rstrip() + "\n```\n")
+    out.append("Export:\n")
+    out.append("```yaml\n" + yaml.safe_dump(redact_paths(dict(export_cfg)), sort_keys=True).rstrip() + "\n```\n")
+
+    out.append("## Evaluation\n")
+    ev = flatten_scalars(evaluate or {})
+    out.append((_table(("metric", "value"), list(ev.items())) if ev else
+                "No evaluation metrics (`metrics/evaluate.json`) were available.") + "\n")
+
+    out.append("## Privacy report\n")
+    summary = flatten_scalars(cohort.privacy_summary)
+    summary.update({f"metrics.{k}": v for k, v in flatten_scalars(privacy or {}).items()})
+    out.append("Only samples the privacy gate kept are exported (gate summary from `cohort.json`, details "
+               "from `metrics/privacy.json`):\n")
+    out.append(_table(("field", "value"), list(summary.items())) + "\n")
+    if cohort.privacy:
+        rows = []
+        for s, v in sorted(cohort.privacy.items()):
+            v = v[np.isfinite(v)]
+            rows.append((s,) + ((float(v.min()), float(np.median(v)), float(v.max())) if len(v) else ("-",) * 3))
+        out.append("Per-sample scores of the exported samples (also in each sample's `json`):\n")
+        out.append(_table(("score", "min", "median", "max"), rows) + "\n")
+
+    out.append("## Intended use and limitations\n")
+    out.append("- Intended for: training, augmenting and benchmarking machine-learning models (e.g. "
+               "balancing rare classes), teaching, and sharing data where the real images cannot be shared.\n"
+               "- **Not for diagnosis, clinical decisions or as evidence about any patient.** The images are "
+               "model samples: they can contain artefacts, implausible anatomy, or label errors, and they "
+               "reproduce the biases (scanners, sites, demographics, class balance) of the small source "
+               "cohort.\n"
+               "- Models trained only on synthetic data should be validated on real, held-out data before use.\n"
+               "- The privacy gate lowers, but cannot exclude, the risk that a sample resembles a training "
+               "image; see the privacy report above. Source-data terms still apply to derived data.\n")
+    return "\n".join(out)
+
+
+def load_optional_json(path) -> dict[str, Any] | None:
+    """Parsed JSON object at ``path``, or None if the file is absent."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.exists():
+        return None
+    try:
+        obj = json.loads(p.read_text(encoding="utf-8"))
+    except ValueError as e:
+        from ..errors import InputError
+
+        raise InputError(p, f"not valid JSON ({e})") from e
+    return obj if isinstance(obj, dict) else {"value": obj}

@@ -1,0 +1,105 @@
+"""Per-sample encoders for the shards: exact ``npy``, 8-bit ``png`` preview, ``cls``, ``json``.
+
+All encoders are pure functions of the sample, so shards are byte-identical across runs. The PNG encoder
+is written out (signature + IHDR + one zlib IDAT + IEND, filter type 0) because PIL's per-image overhead
+dominated at MedMNIST sizes; ``benchmarks/export_throughput.py`` compares the two and
+``tests/test_export_shards.py`` checks that PIL decodes ours to the same pixels.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+import struct
+import zlib
+from typing import Any, Mapping
+
+import numpy as np
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def slug(text: str) -> str:
+    """A dot-free, filename-safe version of ``text`` (lowercase; runs of other characters -> ``_``)."""
+    s = re.sub(r"[^a-z0-9]+", "_", str(text).lower()).strip("_")
+    return s or "class"
+
+
+def sample_key(name: str, class_name: str, index: int) -> str:
+    """``<name>-<class slug>-<index:07d>``: unique (``index`` is unique) and without dots."""
+    return f"{name}-{slug(class_name)}-{int(index):07d}"
+
+
+class NpyEncoder:
+    """``.npy`` bytes of ``(C, H, W)`` arrays sharing one shape and dtype (header computed once).
+
+    The result is byte-identical to ``np.save`` of the same array.
+    """
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype):
+        buf = io.BytesIO()
+        np.lib.format.write_array(buf, np.zeros(shape, dtype=dtype), allow_pickle=False)
+        self.header = buf.getvalue()[: len(buf.getvalue()) - int(np.prod(shape)) * np.dtype(dtype).itemsize]
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+
+    def __call__(self, image: np.ndarray) -> bytes:
+        if image.shape != self.shape or image.dtype != self.dtype:
+            raise ValueError(f"expected {self.shape} {self.dtype}, got {image.shape} {image.dtype}")
+        return self.header + np.ascontiguousarray(image).tobytes()
+
+
+def preview_8bit(image: np.ndarray) -> np.ndarray:
+    """``(C, H, W)`` uint8|uint16 -> ``(H, W)`` (C=1), ``(H, W, 3)`` (C=3) or ``(H, C*W)`` uint8.
+
+    uint16 is mapped linearly to 8 bits (``round(x / 257)``, full range, no windowing); other channel
+    counts are laid side by side as one grey image.
+    """
+    x = image
+    if x.dtype == np.uint16:
+        x = ((x.astype(np.uint32) + 128) // 257).astype(np.uint8)  # == round(x * 255 / 65535)
+    elif x.dtype != np.uint8:
+        raise ValueError(f"preview needs uint8 or uint16, got {x.dtype}")
+    c = x.shape[0]
+    if c == 1:
+        return x[0]
+    if c == 3:
+        return np.ascontiguousarray(x.transpose(1, 2, 0))
+    return np.concatenate(list(x), axis=1)
+
+
+def _chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+
+def encode_png(pixels: np.ndarray, level: int = 6) -> bytes:
+    """8-bit PNG of ``(H, W)`` grey or ``(H, W, 3)`` RGB uint8 (deterministic; zlib ``level``)."""
+    if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] != 3):
+        raise ValueError(f"encode_png needs (H, W) or (H, W, 3) uint8, got {pixels.shape} {pixels.dtype}")
+    h, w = pixels.shape[:2]
+    color_type = 0 if pixels.ndim == 2 else 2
+    rows = np.ascontiguousarray(pixels).reshape(h, -1)
+    raw = np.zeros((h, rows.shape[1] + 1), dtype=np.uint8)  # leading 0 = filter type None per row
+    raw[:, 1:] = rows
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, color_type, 0, 0, 0)
+    return (_PNG_SIGNATURE + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(raw.tobytes(), level))
+            + _chunk(b"IEND", b""))
+
+
+def json_float(v: float) -> float | None:
+    """A float32 score as the shortest decimal that round-trips (``0.1`` not ``0.100000001``); NaN/inf -> None."""
+    f = float(np.float32(v))
+    if not math.isfinite(f):
+        return None
+    return float(str(np.float32(v)))
+
+
+def sample_json(base: Mapping[str, Any], class_name: str, label: int, seed: int, index: int,
+                scores: Mapping[str, float]) -> bytes:
+    """The per-sample ``json`` member: the provenance in ``base`` plus this sample's own fields."""
+    meta = dict(base)
+    meta.update({"class_name": class_name, "label": int(label), "seed": int(seed), "index": int(index),
+                 "synthetic": True, "privacy": {k: json_float(v) for k, v in scores.items()}})
+    return json.dumps(meta, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")

@@ -1,0 +1,39 @@
+"""``index.json``: the table of contents of an export folder (checked by ``synthgen verify``).
+
+Layout::
+
+    {"name", "formats", "class_names", "extensions", "sample": {"shape": [C, H, W], "dtype"},
+     "generator", "synthgen_version", "checkpoint_sha256", "config_hash",
+     "shards": [{"path", "sha256", "bytes", "samples", "classes": {class: count}}],   # paths relative
+     "files":  [{"path", "sha256", "bytes"}],             # DICOM / NIfTI copies (export.format), relative
+     "totals": {"shards", "samples", "bytes", "classes": {class: count}}}
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from .audited import AuditedCohort
+from .shards import EXTENSIONS, provenance
+
+INDEX_NAME = "index.json"
+
+
+def build_index(cohort: AuditedCohort, name: str, formats: Sequence[str], shards: list[dict[str, Any]],
+                files: list[dict[str, Any]]) -> dict[str, Any]:
+    """Assemble the index from the shard entries of :func:`write_shards` and the extra format files."""
+    names = cohort.class_names
+    classes = {c: sum(s["classes"].get(c, 0) for s in shards) for c in names}
+    return {
+        "name": name,
+        "formats": list(formats),
+        "class_names": names,
+        "extensions": list(EXTENSIONS),
+        "sample": {"shape": list(cohort.images.shape[1:]), "dtype": str(cohort.images.dtype)},
+        **provenance(cohort),
+        "shards": shards,
+        "files": files,
+        "totals": {"shards": len(shards), "samples": sum(s["samples"] for s in shards),
+                   "bytes": sum(s["bytes"] for s in shards) + sum(f["bytes"] for f in files),
+                   "classes": classes},
+    }

@@ -1,0 +1,107 @@
+"""Write the audited cohort as WebDataset shards ``<name>-%06d.tar`` plus their ``index.json`` entries.
+
+Every sample carries the same four members (WebDataset key = everything before the first dot, so keys are
+dot-free):
+
+- ``<key>.npy``  the stored intensities ``(C, H, W)`` uint8|uint16, exactly as audited (``np.load``-able)
+- ``<key>.png``  an 8-bit preview (see :func:`synthgen.export.encode.preview_8bit`)
+- ``<key>.cls``  the integer label as ASCII
+- ``<key>.json`` class name, ``synthetic: true``, generator, synthgen version, checkpoint sha256, config hash,
+  seed, row index in the generated cohort and this sample's privacy scores
+
+Shards are written with ``webdataset.ShardWriter(mtime=0)`` (fixed uid/gid/user names/mode), in a stable
+order: samples sorted by ``index``, then permuted with a seeded RNG (``export.seed``) so that every shard
+mixes the classes (shard-level shuffling at read time then mixes well). Same cohort + same config ->
+byte-identical shards.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import webdataset as wds
+
+from ..io import sha256_file
+from .audited import AuditedCohort
+from .encode import KEY_PATTERN, NpyEncoder, encode_png, preview_8bit, sample_json, sample_key
+
+SHARD_PATTERN = "{name}-%06d.tar"
+EXTENSIONS = ("cls", "json", "npy", "png")
+
+
+def sample_order(cohort: AuditedCohort, shuffle: bool, seed: int) -> np.ndarray:
+    """Row order of the export: by ``index``; then a permutation seeded by ``seed`` if ``shuffle``."""
+    order = np.argsort(cohort.index, kind="stable")
+    if shuffle:
+        order = order[np.random.default_rng(seed).permutation(len(order))]
+    return order
+
+
+def provenance(cohort: AuditedCohort) -> dict[str, Any]:
+    """The fields every sample's ``json`` repeats (the generator's identity)."""
+    return {"generator": cohort.generator, "model_target": cohort.model_target,
+            "synthgen_version": cohort.synthgen_version, "checkpoint_sha256": cohort.checkpoint_sha256,
+            "config_hash": cohort.config_hash}
+
+
+def write_shards(cohort: AuditedCohort, out_dir: str | os.PathLike, name: str, max_samples: int,
+                 max_bytes: float | None, shuffle: bool = True, seed: int = 0,
+                 png_level: int = 6) -> list[dict[str, Any]]:
+    """Write ``out_dir/<name>-%06d.tar`` and return one index entry per shard.
+
+    Args:
+        cohort: the audited cohort (images ``(N, C, H, W)`` uint8|uint16).
+        out_dir: an existing folder (the export's temp folder).
+        name: export name; ``[A-Za-z0-9_-]+`` (it starts every file name and sample key).
+        max_samples: most samples per shard (``ShardWriter(maxcount=)``).
+        max_bytes: a shard is closed once its payload reaches this many bytes (``maxsize``; None = no limit).
+        shuffle, seed: see :func:`sample_order`.
+        png_level: zlib level of the previews.
+
+    Returns:
+        ``[{"path", "sha256", "bytes", "samples", "classes": {class_name: count}}]`` in shard order; ``path``
+        is relative to ``out_dir``.
+    """
+    if not KEY_PATTERN.match(name):
+        raise ValueError(f"export name {name!r} must match [A-Za-z0-9_-]+ (no dots)")
+    out_dir = Path(out_dir)
+    names = cohort.class_names
+    base = provenance(cohort)
+    npy = NpyEncoder(cohort.images.shape[1:], cohort.images.dtype)
+    score_names = sorted(cohort.privacy)
+    scores = np.stack([cohort.privacy[s] for s in score_names], axis=1) if score_names else None
+    per_shard: dict[str, dict[str, int]] = {}
+    done: list[dict[str, Any]] = []
+
+    def finished(fname: str) -> None:
+        p = Path(fname)
+        done.append({"path": p.name, "sha256": sha256_file(p), "bytes": p.stat().st_size,
+                     "samples": sum(per_shard[fname].values()),
+                     "classes": {c: per_shard[fname].get(c, 0) for c in names}})
+
+    pattern = str(out_dir / SHARD_PATTERN.format(name=name))
+    writer = wds.ShardWriter(pattern, maxcount=int(max_samples), maxsize=float(max_bytes or 1e18),
+                             post=finished, verbose=0, encoder=False, mtime=0)
+    try:
+        for i in sample_order(cohort, shuffle, seed):
+            label, idx = int(cohort.labels[i]), int(cohort.index[i])
+            image = cohort.images[i]
+            row = {} if scores is None else dict(zip(score_names, scores[i].tolist()))
+            sample = {
+                "__key__": sample_key(name, names[label], idx),
+                "cls": str(label).encode("ascii"),
+                "json": sample_json(base, names[label], label, int(cohort.seeds[i]), idx, row),
+                "npy": npy(image),
+                "png": encode_png(preview_8bit(image), png_level),
+            }
+            # ShardWriter closes a shard before the sample that would exceed its limits: note the file the
+            # sample lands in only after the write.
+            writer.write(sample)
+            counts = per_shard.setdefault(writer.fname, {})
+            counts[names[label]] = counts.get(names[label], 0) + 1
+    finally:
+        writer.close()
+    return done
