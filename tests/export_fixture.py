@@ -12,6 +12,18 @@ import numpy as np
 from synthgen.config import compose
 from synthgen.io import save_npz, write_json
 
+REPO = Path(__file__).resolve().parent.parent
+
+
+def find_check_contracts() -> Path | None:
+    """``shared/tools/check_contracts.py`` next to this checkout (main: ../shared, worktree: ../../shared)."""
+    for base in (REPO.parent, REPO.parent.parent):
+        p = base / "shared" / "tools" / "check_contracts.py"
+        if p.exists():
+            return p
+    return None
+
+
 CLASS_NAMES = ["normal", "pneumonia", "rare.case"]  # a dot in a class name must not reach the keys
 
 
@@ -78,3 +90,26 @@ def export_overrides(root: Path, **export: object) -> list[str]:
 def export_cfg(root: Path, **export: object):
     """The composed pipeline config with paths under ``root`` (``export.<k>`` overrides from kwargs)."""
     return compose(export_overrides(root, **export))
+
+
+def run_without_synthgen(code: str, cwd: Path) -> "subprocess.CompletedProcess[str]":
+    """Run ``code`` in a Python whose environment cannot import synthgen, from ``cwd``.
+
+    ``-I`` drops PYTHONPATH, the user site and the script folder; ``-S`` skips ``site``, so no ``.pth``
+    file (such as an editable synthgen install) runs; the interpreter's site-packages folders are then
+    appended by hand, so numpy and webdataset import as for any consumer. The code first asserts that
+    ``import synthgen`` fails.
+    """
+    import os
+    import site
+    import subprocess
+    import sys
+
+    prelude = (
+        f"import sys; sys.path += {site.getsitepackages()!r}\n"
+        "try:\n    import synthgen\nexcept ImportError:\n    pass\n"
+        "else:\n    raise SystemExit('synthgen is importable: ' + synthgen.__file__)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    return subprocess.run([sys.executable, "-I", "-S", "-c", prelude + code], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)

@@ -1,5 +1,18 @@
-"""Export stage: the audited cohort as WebDataset shards + index.json + dataset card (+ DICOM/NIfTI)."""
+"""Export stage: the audited cohort as WebDataset shards + index.json + dataset card (+ DICOM/NIfTI).
 
-from .stage import export
+``export`` is imported lazily so that ``synthgen verify`` starts without webdataset/torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["export"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "export":
+        from .stage import export
+
+        return export
+    raise AttributeError(name)

@@ -20,6 +20,8 @@ import numpy as np
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
+#: the members of every sample, sorted
+EXTENSIONS = ("cls", "json", "npy", "png")
 
 
 def slug(text: str) -> str:
@@ -103,3 +105,10 @@ def sample_json(base: Mapping[str, Any], class_name: str, label: int, seed: int,
     meta.update({"class_name": class_name, "label": int(label), "seed": int(seed), "index": int(index),
                  "synthetic": True, "privacy": {k: json_float(v) for k, v in scores.items()}})
     return json.dumps(meta, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def provenance(cohort: Any) -> dict[str, Any]:
+    """The fields every sample's ``json`` repeats: the generator's identity (from an ``AuditedCohort``)."""
+    return {"generator": cohort.generator, "model_target": cohort.model_target,
+            "synthgen_version": cohort.synthgen_version, "checkpoint_sha256": cohort.checkpoint_sha256,
+            "config_hash": cohort.config_hash}

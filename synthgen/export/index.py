@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from .audited import AuditedCohort
-from .shards import EXTENSIONS, provenance
+from .encode import EXTENSIONS, provenance
 
 INDEX_NAME = "index.json"
 

@@ -26,10 +26,9 @@ import webdataset as wds
 
 from ..io import sha256_file
 from .audited import AuditedCohort
-from .encode import KEY_PATTERN, NpyEncoder, encode_png, preview_8bit, sample_json, sample_key
+from .encode import KEY_PATTERN, NpyEncoder, encode_png, preview_8bit, provenance, sample_json, sample_key
 
 SHARD_PATTERN = "{name}-%06d.tar"
-EXTENSIONS = ("cls", "json", "npy", "png")
 
 
 def sample_order(cohort: AuditedCohort, shuffle: bool, seed: int) -> np.ndarray:
@@ -38,13 +37,6 @@ def sample_order(cohort: AuditedCohort, shuffle: bool, seed: int) -> np.ndarray:
     if shuffle:
         order = order[np.random.default_rng(seed).permutation(len(order))]
     return order
-
-
-def provenance(cohort: AuditedCohort) -> dict[str, Any]:
-    """The fields every sample's ``json`` repeats (the generator's identity)."""
-    return {"generator": cohort.generator, "model_target": cohort.model_target,
-            "synthgen_version": cohort.synthgen_version, "checkpoint_sha256": cohort.checkpoint_sha256,
-            "config_hash": cohort.config_hash}
 
 
 def write_shards(cohort: AuditedCohort, out_dir: str | os.PathLike, name: str, max_samples: int,
