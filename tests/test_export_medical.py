@@ -146,3 +146,17 @@ def test_dcm2pnm_renders(exported, tmp_path):
         assert shown.shape[:2] == x.shape[1:]
         if x.dtype == np.uint8:  # no VOI windowing by default: 8-bit pixels render unchanged
             assert np.array_equal(shown, x[0] if x.shape[0] == 1 else x.transpose(1, 2, 0))
+
+
+@pytest.mark.parametrize("shape,dtype", [((1, 5, 7), np.uint8), ((1, 5, 7), np.uint16), ((3, 5, 7), np.uint8)])
+def test_non_square_round_trip(tmp_path, shape, dtype):
+    x = np.random.default_rng(0).integers(0, np.iinfo(dtype).max, size=shape).astype(dtype)
+    sdicom.write_dicom(tmp_path / "a.dcm", sdicom.sample_dataset(x, "k", "a", 1, name="x", config_hash="h",
+                                                                 generator="g", version="0"))
+    ds = pydicom.dcmread(tmp_path / "a.dcm")
+    assert (ds.Rows, ds.Columns) == (5, 7) and np.array_equal(sdicom.read_pixels(tmp_path / "a.dcm"), x)
+    snifti.write_nifti(tmp_path / "a.nii.gz", x)
+    import nibabel as nib
+
+    assert nib.load(str(tmp_path / "a.nii.gz")).shape[:2] == (7, 5)
+    assert np.array_equal(snifti.read_pixels(tmp_path / "a.nii.gz"), x)
