@@ -1,0 +1,72 @@
+"""Atomicity: a SIGKILLed export leaves the previous export intact (or none), never a half-written folder,
+and a re-run completes.
+
+The killed exports run in forked child processes (real processes, SIGKILLed, but without paying the
+interpreter start and torch import again); the final re-run goes through the DVC stage script.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import random
+import signal
+import runpy
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from export_fixture import REPO, build_audited, export_cfg, export_overrides
+from synthgen.export import export
+from synthgen.export.verify import verify_export
+
+
+def _state(out: Path) -> str:
+    """'absent', or the shard size of a complete export (verify passes); anything else fails the test."""
+    if not out.exists():
+        return "absent"
+    problems, _ = verify_export(out, decode=False)
+    assert problems == [], f"half-written export after SIGKILL: {problems[:5]}"
+    return str(json.loads((out / "index.json").read_text())["shards"][0]["samples"])
+
+
+def test_sigkill_never_leaves_a_half_written_export(tmp_path, monkeypatch):
+    work = tmp_path
+    build_audited(work, n=800, size=16)
+    out = work / "data/export/synthetic"
+    t0 = time.perf_counter()
+    export(export_cfg(work, **{"shard_size.samples": 100}))
+    duration = time.perf_counter() - t0
+    assert _state(out) == "100"
+    rng = random.Random(0)
+    fork = multiprocessing.get_context("fork")
+    previous, interrupted = "100", 0
+    for it in range(6):
+        size = 50 + it  # each run would write a different export
+        child = fork.Process(target=export, args=(export_cfg(work, **{"shard_size.samples": size}),))
+        child.start()
+        if it % 2 == 0:  # a random moment of the run (loading, writing, renaming)
+            time.sleep(rng.uniform(0.0, 1.2 * duration))
+        else:  # while the temp folder is being filled
+            deadline = time.time() + 60
+            while not list(out.parent.glob(".synthetic.tmp-*")) and child.is_alive() and time.time() < deadline:
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 0.5 * duration))
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(timeout=60)
+        state = _state(out)
+        assert state in {previous, str(size), "absent"}, (it, state, previous)
+        interrupted += state != str(size)
+        previous = state
+    assert interrupted >= 2, "the kills came too late to test anything"
+    # The re-run (the DVC stage script) completes and cleans the killed runs' temp folders.
+    argv = [str(REPO / "pipelines" / "export.py"), *export_overrides(work, **{"shard_size.samples": 64})]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(argv[0], run_name="__main__")
+    assert done.value.code == 0
+    assert _state(out) == "64"
+    assert [p.name for p in out.parent.iterdir()] == ["synthetic"]
