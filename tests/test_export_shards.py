@@ -62,8 +62,11 @@ def test_every_sample_carries_exact_intensities_and_provenance(tmp_path, channel
 def test_preview_of_16_bit_rounds_to_8_bits():
     x = np.array([[[0, 128, 129, 257, 65535]]], dtype=np.uint16)
     assert preview_8bit(x).tolist() == [[0, 0, 1, 1, 255]]
-    png = encode_png(np.arange(12, dtype=np.uint8).reshape(3, 4))
-    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), np.arange(12).reshape(3, 4))
+    rng = np.random.default_rng(0)
+    for shape in [(3, 4), (1, 1), (9, 4, 3), (28, 28)]:
+        img = rng.integers(0, 256, size=shape).astype(np.uint8)
+        for level in (0, 1, 9):
+            assert np.array_equal(np.asarray(Image.open(io.BytesIO(encode_png(img, level)))), img)
 
 
 def test_export_is_byte_identical_across_runs(tmp_path):
@@ -139,3 +142,22 @@ def test_format_parsing():
     assert parse_formats(["dicom"]) == ["webdataset", "dicom"]
     with pytest.raises(ConfigError, match="export.format"):
         parse_formats("hdf5")
+
+
+def test_fast_json_template_matches_reference_serialisation():
+    from synthgen.export.encode import SampleJson, sample_json
+
+    base = {"generator": 'g"x', "model_target": "m", "synthgen_version": "0.1.0", "checkpoint_sha256": "0" * 64,
+            "config_hash": "abc"}
+    names = ["normal", "rare.case", "ü-class"]
+    fast = SampleJson(base, names, ["nn", "auc"])
+    rng = np.random.default_rng(0)
+    for i in range(300):
+        label = int(rng.integers(0, 3))
+        scores = (rng.random(2) * 10.0 ** rng.integers(-9, 9, size=2)).astype(np.float32)
+        if i == 3:
+            scores[0] = np.nan
+        text = fast(label, 7 * i, i, scores)
+        assert text == sample_json(base, names[label], label, 7 * i, i, {"auc": scores[0], "nn": scores[1]})
+        meta = json.loads(text)
+        assert meta["index"] == i and meta["class_name"] == names[label] and meta["synthetic"] is True

@@ -26,7 +26,7 @@ import webdataset as wds
 
 from ..io import sha256_file
 from .audited import AuditedCohort
-from .encode import KEY_PATTERN, NpyEncoder, encode_png, preview_8bit, provenance, sample_json, sample_key
+from .encode import KEY_PATTERN, NpyEncoder, SampleJson, encode_png, preview_8bit, provenance, sample_key
 
 SHARD_PATTERN = "{name}-%06d.tar"
 
@@ -41,7 +41,7 @@ def sample_order(cohort: AuditedCohort, shuffle: bool, seed: int) -> np.ndarray:
 
 def write_shards(cohort: AuditedCohort, out_dir: str | os.PathLike, name: str, max_samples: int,
                  max_bytes: float | None, shuffle: bool = True, seed: int = 0,
-                 png_level: int = 6) -> list[dict[str, Any]]:
+                 png_level: int = 1) -> list[dict[str, Any]]:
     """Write ``out_dir/<name>-%06d.tar`` and return one index entry per shard.
 
     Args:
@@ -61,9 +61,9 @@ def write_shards(cohort: AuditedCohort, out_dir: str | os.PathLike, name: str, m
         raise ValueError(f"export name {name!r} must match [A-Za-z0-9_-]+ (no dots)")
     out_dir = Path(out_dir)
     names = cohort.class_names
-    base = provenance(cohort)
     npy = NpyEncoder(cohort.images.shape[1:], cohort.images.dtype)
     score_names = sorted(cohort.privacy)
+    meta_json = SampleJson(provenance(cohort), names, score_names)
     scores = np.stack([cohort.privacy[s] for s in score_names], axis=1) if score_names else None
     per_shard: dict[str, dict[str, int]] = {}
     done: list[dict[str, Any]] = []
@@ -81,11 +81,11 @@ def write_shards(cohort: AuditedCohort, out_dir: str | os.PathLike, name: str, m
         for i in sample_order(cohort, shuffle, seed):
             label, idx = int(cohort.labels[i]), int(cohort.index[i])
             image = cohort.images[i]
-            row = {} if scores is None else dict(zip(score_names, scores[i].tolist()))
+            row = () if scores is None else scores[i]
             sample = {
                 "__key__": sample_key(name, names[label], idx),
                 "cls": str(label).encode("ascii"),
-                "json": sample_json(base, names[label], label, int(cohort.seeds[i]), idx, row),
+                "json": meta_json(label, int(cohort.seeds[i]), idx, row),
                 "npy": npy(image),
                 "png": encode_png(preview_8bit(image), png_level),
             }

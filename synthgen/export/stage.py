@@ -121,7 +121,7 @@ def export(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> Path:
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
         shards = write_shards(cohort, tmp, name, max_samples, None if max_bytes is None else float(max_bytes),
-                              shuffle=shuffle, seed=seed, png_level=int(ecfg.get("png_level", 6)))
+                              shuffle=shuffle, seed=seed, png_level=int(ecfg.get("png_level", 1)))
         files = write_medical(cohort, tmp, name, formats, sample_order(cohort, shuffle, seed))
         index = build_index(cohort, name, formats, shards, files)
         (tmp / INDEX_NAME).write_text(dumps_json(index), encoding="utf-8")
