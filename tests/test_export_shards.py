@@ -62,6 +62,8 @@ def test_every_sample_carries_exact_intensities_and_provenance(tmp_path, channel
 def test_preview_of_16_bit_rounds_to_8_bits():
     x = np.array([[[0, 128, 129, 257, 65535]]], dtype=np.uint16)
     assert preview_8bit(x).tolist() == [[0, 0, 1, 1, 255]]
+    every = np.arange(65536, dtype=np.uint16).reshape(1, 256, 256)
+    assert np.array_equal(preview_8bit(every), np.rint(every[0].astype(np.float64) * 255 / 65535).astype(np.uint8))
     rng = np.random.default_rng(0)
     for shape in [(3, 4), (1, 1), (9, 4, 3), (28, 28)]:
         img = rng.integers(0, 256, size=shape).astype(np.uint8)

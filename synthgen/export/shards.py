@@ -17,6 +17,7 @@ byte-identical shards.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,30 @@ from typing import Any
 import numpy as np
 import webdataset as wds
 
-from ..io import sha256_file
 from .audited import AuditedCohort
 from .encode import KEY_PATTERN, NpyEncoder, SampleJson, encode_png, preview_8bit, provenance, sample_key
 
 SHARD_PATTERN = "{name}-%06d.tar"
+
+
+class _HashingFile:
+    """A write-only file that hashes (sha256) and counts what passes through, so the index needs no re-read."""
+
+    def __init__(self, path: str):
+        self._f = open(path, "wb")
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self._f.write(data)
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
 
 
 def sample_order(cohort: AuditedCohort, shuffle: bool, seed: int) -> np.ndarray:
@@ -51,7 +71,7 @@ def write_shards(cohort: AuditedCohort, out_dir: str | os.PathLike, name: str, m
         max_samples: most samples per shard (``ShardWriter(maxcount=)``).
         max_bytes: a shard is closed once its payload reaches this many bytes (``maxsize``; None = no limit).
         shuffle, seed: see :func:`sample_order`.
-        png_level: zlib level of the previews.
+        png_level: deflate level of the previews (ISA-L 0-3, see encode_png).
 
     Returns:
         ``[{"path", "sha256", "bytes", "samples", "classes": {class_name: count}}]`` in shard order; ``path``
@@ -66,17 +86,23 @@ def write_shards(cohort: AuditedCohort, out_dir: str | os.PathLike, name: str, m
     meta_json = SampleJson(provenance(cohort), names, score_names)
     scores = np.stack([cohort.privacy[s] for s in score_names], axis=1) if score_names else None
     per_shard: dict[str, dict[str, int]] = {}
+    open_files: dict[str, _HashingFile] = {}
     done: list[dict[str, Any]] = []
 
+    def opener(fname: str) -> "_HashingFile":
+        open_files[fname] = _HashingFile(fname)
+        return open_files[fname]
+
     def finished(fname: str) -> None:
-        p = Path(fname)
-        done.append({"path": p.name, "sha256": sha256_file(p), "bytes": p.stat().st_size,
-                     "samples": sum(per_shard[fname].values()),
-                     "classes": {c: per_shard[fname].get(c, 0) for c in names}})
+        f = open_files.pop(fname)
+        f.close()
+        done.append({"path": Path(fname).name, "sha256": f.sha256.hexdigest(), "bytes": f.size,
+                     "samples": sum(per_shard.get(fname, {}).values()),
+                     "classes": {c: per_shard.get(fname, {}).get(c, 0) for c in names}})
 
     pattern = str(out_dir / SHARD_PATTERN.format(name=name))
     writer = wds.ShardWriter(pattern, maxcount=int(max_samples), maxsize=float(max_bytes or 1e18),
-                             post=finished, verbose=0, encoder=False, mtime=0)
+                             post=finished, opener=opener, verbose=0, encoder=False, mtime=0)
     try:
         for i in sample_order(cohort, shuffle, seed):
             label, idx = int(cohort.labels[i]), int(cohort.index[i])
