@@ -70,3 +70,25 @@ def test_sigkill_never_leaves_a_half_written_export(tmp_path, monkeypatch):
     assert done.value.code == 0
     assert _state(out) == "64"
     assert [p.name for p in out.parent.iterdir()] == ["synthetic"]
+
+
+def test_stale_temp_folders_are_cleaned_and_an_orphaned_previous_export_restored(tmp_path):
+    from synthgen.export.stage import clean_stale
+
+    build_audited(tmp_path, n=6)
+    out = export(export_cfg(tmp_path))
+    dead = 2 ** 22 + 12345  # above the default pid_max: no such process
+    while True:
+        try:
+            os.kill(dead, 0)
+            dead += 1
+        except ProcessLookupError:
+            break
+    # killed between atomic_path's two renames: only .old-<pid> (previous) and .tmp-<pid> (new) exist
+    os.replace(out, out.parent / f".synthetic.old-{dead}")
+    (out.parent / f".synthetic.tmp-{dead}").mkdir()
+    live = out.parent / f".synthetic.tmp-{os.getpid()}"  # a running export's folder is left alone
+    live.mkdir()
+    clean_stale(out)
+    assert _state(out) == "6"  # the previous export (6 samples in its one shard) is back
+    assert sorted(p.name for p in out.parent.iterdir()) == [live.name, "synthetic"]
