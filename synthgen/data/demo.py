@@ -5,7 +5,7 @@ DICOM files plus a labels CSV under ``data.root`` (``data/demo/``), then ingeste
 What is written (all seeded from ``data.seed``; the bytes are identical on every run):
 
 * ``<root>/<PatientID>/img<k>.dcm``: CR Image Storage, explicit VR little endian, 12 bits stored in 16
-  (unsigned), ``source_size`` px square; RescaleSlope/Intercept vary per image (1/-1000, 0.75/-1000,
+  (unsigned), ``source_size`` px square; RescaleSlope/Intercept vary per image (1/-1024, 0.75/-1024,
   2/-1100) and map to one physical scale (-1000 = air .. 2000 = bone); ~30% of images are MONOCHROME1
   (values mirrored so they display identically); every file carries WindowCenter 500 / WindowWidth 3000.
   Headers hold invented patient names, IDs, birth dates and sexes, fixed study dates, and UIDs derived
@@ -42,10 +42,23 @@ MANIFEST = "manifest.json"
 # Bump when the phantom or the header layout changes: a folder written by another version is rewritten.
 WRITER_VERSION = 1
 # (slope, intercept): stored 12-bit values that all map onto -1000..2000 after the modality LUT.
-RESCALES = ((1.0, -1000.0), (0.75, -1000.0), (2.0, -1100.0))
+RESCALES = ((1.0, -1024.0), (0.75, -1024.0), (2.0, -1100.0))
 WINDOW = (500.0, 3000.0)
 _GIVEN = ("Ada", "Bea", "Cal", "Dee", "Eli", "Fay", "Gus", "Hal", "Ivy", "Jon", "Kit", "Lou", "Max", "Ned",
           "Oli", "Pam", "Quin", "Ray", "Sue", "Tom", "Uma", "Vic", "Wes", "Xia", "Yul", "Zoe")
+
+
+def encode(attenuation: np.ndarray, slope: float, intercept: float, mono1: bool) -> np.ndarray:
+    """Attenuation ``[0, 1]`` -> 12-bit stored values (uint16 in 0..4095).
+
+    Physical value ``v = 3000 a - 1000`` (air -1000 .. bone 2000); MONOCHROME1 stores ``2c - 1 - v`` with
+    ``c`` the window centre (the mirror under DICOM's linear window ``(x - c + 0.5) / (w - 1) + 0.5``, so
+    that after inversion it displays exactly like MONOCHROME2); stored ``= round((v - intercept) / slope)``.
+    """
+    value = np.asarray(attenuation, dtype=np.float64) * 3000.0 - 1000.0
+    if mono1:
+        value = 2 * WINDOW[0] - 1 - value
+    return np.clip(np.rint((value - intercept) / slope), 0, 4095).astype(np.uint16)
 
 
 def patient_classes(n_patients: int, prevalence: Mapping[str, float], rng: np.random.Generator) -> list[str]:
@@ -91,10 +104,7 @@ def write_demo(root: str | Path, patients: int = 100, images_per_patient: int = 
                 view = sample_view(rng)
                 slope, intercept = RESCALES[int(rng.integers(len(RESCALES)))]
                 mono1 = bool(rng.random() < 0.3)
-                value = render(anatomy, finding, view, int(source_size)) * 3000.0 - 1000.0  # -1000..2000
-                if mono1:
-                    value = (WINDOW[0] * 2) - value  # mirrored around the window centre: same display
-                stored = np.clip(np.rint((value - intercept) / slope), 0, 4095).astype(np.uint16)
+                stored = encode(render(anatomy, finding, view, int(source_size)), slope, intercept, mono1)
                 rel = f"{pid}/img{k + 1}.dcm"
                 visit = (_dt.date(2024, 1, 1) + _dt.timedelta(days=30 * k)).strftime("%Y%m%d")
                 write_dicom(tmp / rel, stored, bits_stored=12, signed=False,
