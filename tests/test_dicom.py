@@ -148,3 +148,19 @@ def test_non_dicom_file(tmp_path):
     src.write_text("this is a radiology report, not an image\n" * 20)
     write_labels(tmp_path / "root" / "labels.csv", [("notes.dcm", "a", "p1")])
     expect_prepare_error(tmp_path, _dicom_overrides(tmp_path), src, "not a DICOM file")
+
+
+def test_color_dicom_keeps_three_channels_and_ybr_multiframe_splits(tmp_path):
+    _copy(tmp_path, "SC_rgb_small_odd.dcm")  # 3x3 RGB, uncompressed
+    c = _read(tmp_path, ["SC_rgb_small_odd.dcm"])
+    rgb = pydicom.dcmread(get_testdata_file("SC_rgb_small_odd.dcm")).pixel_array
+    np.testing.assert_allclose(c.images[0], np.moveaxis(rgb, -1, 0) / 255.0, atol=1e-6)
+    _copy(tmp_path, "examples_ybr_color.dcm")  # 30 frames, YBR_FULL_422, JPEG baseline
+    c = _read(tmp_path, ["examples_ybr_color.dcm"], image_size=16)
+    assert c.images.shape == (30, 3, 16, 16) and c.sources[29] == "examples_ybr_color.dcm#frame=29"
+
+
+def test_palette_color_is_refused_clearly(tmp_path):
+    _copy(tmp_path, "examples_palette.dcm")
+    with pytest.raises(InputError, match="unsupported PhotometricInterpretation 'PALETTE COLOR'"):
+        _read(tmp_path, ["examples_palette.dcm"])
