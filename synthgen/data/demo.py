@@ -24,6 +24,7 @@ so the downstream demo pipeline stays fast on a CPU).
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -39,8 +40,9 @@ from .phantom import FINDINGS, render, sample_anatomy, sample_finding, sample_vi
 
 MARKER = "README.txt"
 MANIFEST = "manifest.json"
-# Bump when the phantom or the header layout changes: a folder written by another version is rewritten.
-WRITER_VERSION = 1
+# The manifest records a hash of the code that renders and encodes the files, so a folder written by any
+# other version of it is rewritten rather than silently reused.
+_WRITER_SOURCES = ("demo.py", "phantom.py", "dicom_writer.py")
 # (slope, intercept): stored 12-bit values that all map onto -1000..2000 after the modality LUT.
 RESCALES = ((1.0, -1024.0), (0.75, -1024.0), (2.0, -1100.0))
 WINDOW = (500.0, 3000.0)
@@ -84,7 +86,7 @@ def write_demo(root: str | Path, patients: int = 100, images_per_patient: int = 
         raise ConfigError("data.prevalence", f"unknown classes {unknown}; the phantom knows {list(FINDINGS)}")
     if root.exists() and any(root.iterdir()) and not (root / MARKER).exists():
         raise InputError(root, f"exists and is not a synthgen demo folder (no {MARKER}); refusing to overwrite")
-    params = {"writer": WRITER_VERSION, "patients": int(patients), "images_per_patient": int(images_per_patient),
+    params = {"writer": _writer_hash(), "patients": int(patients), "images_per_patient": int(images_per_patient),
               "source_size": int(source_size), "prevalence": {k: float(v) for k, v in prevalence.items()},
               "seed": int(seed), "labels": str(labels)}
     if _up_to_date(root, params):
@@ -121,6 +123,17 @@ def write_demo(root: str | Path, patients: int = 100, images_per_patient: int = 
         write_json(tmp / MANIFEST, {"params": params,
                                     "sha256": {p.relative_to(tmp).as_posix(): sha256_file(p) for p in files}})
     return root
+
+
+def _writer_hash() -> str:
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for name in _WRITER_SOURCES:
+        h.update((here / name).read_bytes())
+    import pydicom
+
+    h.update(pydicom.__version__.encode())  # the file bytes also depend on pydicom's writer
+    return h.hexdigest()[:16]
 
 
 def _up_to_date(root: Path, params: dict) -> bool:
