@@ -141,14 +141,14 @@ class DicomReader(FileCohortReader):
         if frames == 1:
             arr = arr[None]
         if spp == 1 and pi in _GRAY:
-            values = self._modality_lut(arr, ds)
-            if not np.isfinite(values).all():
-                raise InputError(path, "pixels contain NaN or Inf after the modality LUT")
+            values = self._modality_lut(arr, ds)  # a fresh float32 array: windowed in place below
+            if arr.dtype.kind == "f" and not np.isfinite(values).all():
+                raise InputError(path, "pixels contain NaN or Inf")
             out = []
             for k, v in enumerate(values):
                 y = self._window(ds, v)
                 if pi == "MONOCHROME1":
-                    y = np.float32(1.0) - y
+                    np.subtract(np.float32(1.0), y, out=y)
                 out.append((k if frames > 1 else None, y[None]))
             return out
         if spp == 3 and pi in _COLOR:
@@ -178,9 +178,10 @@ class DicomReader(FileCohortReader):
         return values
 
     def _window(self, ds, v: np.ndarray) -> np.ndarray:
+        """Modality values (float32, overwritten) -> ``[0, 1]`` in place."""
         if self.window is not None:
-            return linear_window(v, *self.window)
+            return linear_window(v, *self.window, out=v)
         c, w = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
         if c is not None and w is not None and w > 0:
-            return linear_window(v, c, w)
-        return minmax(v)
+            return linear_window(v, c, w, out=v)
+        return minmax(v, out=v)
