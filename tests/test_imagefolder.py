@@ -90,3 +90,16 @@ def test_mixed_channel_counts(tmp_path):
     write_labels(root / "labels.csv", [("gray.png", "x", "p1"), ("color.png", "x", "p2")])
     expect_prepare_error(tmp_path, ["data=imagefolder", f"data.root={root}", "data.image_size=null"], root / "color.png",
                          "mixed gray and color")
+
+
+def test_truncated_png_names_the_file(tmp_path):
+    import pytest
+
+    from synthgen.errors import InputError
+
+    root = tmp_path / "root"
+    src = _png16(root / "cut.png", np.arange(400, dtype=np.uint16).reshape(20, 20) * 100)
+    src.write_bytes(src.read_bytes()[:60])
+    write_labels(root / "labels.csv", [("cut.png", "x", "p1")])
+    with pytest.raises(InputError, match="cut.png: truncated or corrupt image"):
+        ImageFolderReader(str(root)).read()

@@ -89,3 +89,10 @@ def test_nan_pixels(tmp_path):
     write_labels(tmp_path / "root" / "labels.csv", [("nan.nii.gz", 1, "a", "p")],
                  header="path,slice,label,patient_id")
     expect_prepare_error(tmp_path, ["data=nifti", f"data.root={tmp_path / 'root'}"], src, "NaN")
+
+
+def test_truncated_volume_names_the_file(tmp_path):
+    src = _save(tmp_path / "cut.nii.gz", _ras_volume(), np.eye(4))
+    src.write_bytes(src.read_bytes()[:120])
+    with pytest.raises(InputError, match="cut.nii.gz: not a readable NIfTI volume"):
+        _read(tmp_path, [("cut.nii.gz", 0, "a", "p")])

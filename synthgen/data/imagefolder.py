@@ -10,6 +10,7 @@ color is refused. Storage: uint16 if any source had more than 8 bits, else uint8
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -68,9 +69,10 @@ class ImageFolderReader(FileCohortReader):
 
     kind = "imagefolder"
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._bits: set[int] = set()
+    def __init__(self, root: str, labels: str = "labels.csv", image_size: int | None = 28,
+                 classes: Sequence[str] | None = None, workers: int | None = None):
+        super().__init__(root, labels, image_size, classes, workers)
+        self._bits: set[int] = set()  # source bit depths seen while decoding
 
     def normalization(self) -> str:
         return ("image folder: 8-bit x/255, 16-bit x/65535, float per-image min..max; stored as "
