@@ -62,3 +62,7 @@ def test_label_outside_configured_classes(tmp_path):
 def test_header_only_csv(tmp_path):
     with pytest.raises(InputError, match="no data rows"):
         read_labels_csv(write_labels(tmp_path / "l.csv", []))
+
+
+def test_missing_data_root_is_a_one_line_config_error(tmp_path):
+    expect_prepare_error(tmp_path, ["data=nifti"], "data.root", "required for data=nifti")
