@@ -164,3 +164,31 @@ def test_palette_color_is_refused_clearly(tmp_path):
     _copy(tmp_path, "examples_palette.dcm")
     with pytest.raises(InputError, match="unsupported PhotometricInterpretation 'PALETTE COLOR'"):
         _read(tmp_path, ["examples_palette.dcm"])
+
+
+def test_enhanced_multiframe_functional_groups(tmp_path):
+    from pydicom.dataset import Dataset
+
+    from synthgen.data.dicom_writer import build_dataset
+
+    stored = np.stack([np.arange(64).reshape(8, 8) * (k + 1) for k in range(3)])
+    ds = build_dataset(stored, bits_stored=12, rescale=None)
+    pvt = Dataset()
+    pvt.RescaleSlope, pvt.RescaleIntercept, pvt.RescaleType = "2", "-100", "US"
+    shared = Dataset()
+    shared.PixelValueTransformationSequence = [pvt]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    per_frame = []
+    for k in range(3):
+        voi, item = Dataset(), Dataset()
+        voi.WindowCenter, voi.WindowWidth = str(100 * (k + 1)), "201"
+        item.FrameVOILUTSequence = [voi]
+        per_frame.append(item)
+    ds.PerFrameFunctionalGroupsSequence = per_frame
+    (tmp_path / "root").mkdir()
+    ds.save_as(tmp_path / "root" / "enh.dcm", enforce_file_format=True)
+    c = _read(tmp_path, ["enh.dcm"])
+    for k in range(3):
+        v = stored[k] * 2.0 - 100
+        c0 = 100 * (k + 1)
+        np.testing.assert_allclose(c.images[k, 0], np.clip((v - (c0 - 0.5)) / 200 + 0.5, 0, 1), atol=1e-6)

@@ -5,10 +5,12 @@ Intensity rule, in this order (recorded in ``meta.json``):
 1. decode the stored pixels (pydicom; 8/12/16-bit, signed or unsigned per BitsStored/PixelRepresentation;
    compressed transfer syntaxes through pydicom's plugins, pylibjpeg is a dependency);
 2. modality LUT: ``x * RescaleSlope + RescaleIntercept`` in float32 (a Modality LUT Sequence goes through
-   ``pydicom.pixels.apply_modality_lut``), e.g. CT Hounsfield units;
+   ``pydicom.pixels.apply_modality_lut``), e.g. CT Hounsfield units; enhanced multi-frame files take the
+   values per frame from their functional groups (per-frame, else shared, else top level);
 3. window to ``[0, 1]`` with DICOM's linear VOI function (:func:`synthgen.data.intensity.linear_window`):
    ``data.window=[center, width]`` when given (same units as step 2), else the file's own first
-   WindowCenter/WindowWidth, else the image's own min..max;
+   WindowCenter/WindowWidth (per frame likewise), else the frame's own min..max. Only the linear VOI
+   function is applied (a VOI LUT Sequence or SIGMOID function is ignored in favour of the linear window);
 4. MONOCHROME1 (minimum = white) is inverted, ``y = 1 - y``, so bright always means dense.
 
 Color files (RGB, or YBR which pydicom converts to RGB) keep 3 channels, scaled by ``2**BitsStored - 1``,
@@ -40,6 +42,20 @@ def _first(value) -> float | None:
         return float(value[0]) if hasattr(value, "__len__") and not isinstance(value, str) else float(value)
     except (TypeError, ValueError, IndexError):
         return None
+
+
+def frame_value(ds, k: int, group: str, key: str) -> float | None:
+    """A numeric attribute for frame ``k``: from the per-frame functional group, else the shared one
+    (enhanced multi-frame CT/MR/XA store RescaleSlope and WindowCenter there), else the top level."""
+    for name in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
+        groups = ds.get(name)
+        if not groups:
+            continue
+        item = groups[min(k, len(groups) - 1)] if name.startswith("Per") else groups[0]
+        seq = item.get(group)
+        if seq and key in seq[0]:
+            return _first(seq[0].get(key))
+    return _first(ds.get(key))
 
 
 def decoder_hint(ds) -> str:
@@ -141,12 +157,17 @@ class DicomReader(FileCohortReader):
         if frames == 1:
             arr = arr[None]
         if spp == 1 and pi in _GRAY:
-            values = self._modality_lut(arr, ds)  # a fresh float32 array: windowed in place below
-            if arr.dtype.kind == "f" and not np.isfinite(values).all():
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
                 raise InputError(path, "pixels contain NaN or Inf")
+            lut = None
+            if "ModalityLUTSequence" in ds:
+                from pydicom.pixels import apply_modality_lut
+
+                lut = np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
             out = []
-            for k, v in enumerate(values):
-                y = self._window(ds, v)
+            for k in range(len(arr)):
+                v = lut[k] if lut is not None else self._rescale(arr[k], ds, k)  # fresh float32, modified in place
+                y = self._window(ds, k, v)
                 if pi == "MONOCHROME1":
                     np.subtract(np.float32(1.0), y, out=y)
                 out.append((k if frames > 1 else None, y[None]))
@@ -160,28 +181,24 @@ class DicomReader(FileCohortReader):
                                "supported: MONOCHROME1, MONOCHROME2, RGB/YBR")
 
     @staticmethod
-    def _modality_lut(arr: np.ndarray, ds) -> np.ndarray:
-        """Stored -> modality units as float32: ``x * RescaleSlope + RescaleIntercept`` (done here in float32,
-        4x less memory traffic than pydicom's float64), or pydicom's ``apply_modality_lut`` for a Modality
-        LUT Sequence."""
-        if "ModalityLUTSequence" in ds:
-            from pydicom.pixels import apply_modality_lut
-
-            return np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
-        values = arr.astype(np.float32)
-        slope = _first(ds.get("RescaleSlope"))
-        intercept = _first(ds.get("RescaleIntercept"))
+    def _rescale(frame: np.ndarray, ds, k: int) -> np.ndarray:
+        """Stored -> modality units as a new float32 array: ``x * RescaleSlope + RescaleIntercept`` (in float32,
+        a quarter of the memory traffic of pydicom's float64 path), per frame for enhanced multi-frame files."""
+        values = frame.astype(np.float32)
+        slope = frame_value(ds, k, "PixelValueTransformationSequence", "RescaleSlope")
+        intercept = frame_value(ds, k, "PixelValueTransformationSequence", "RescaleIntercept")
         if slope is not None and slope != 1.0:
             values *= np.float32(slope)
         if intercept:
             values += np.float32(intercept)
         return values
 
-    def _window(self, ds, v: np.ndarray) -> np.ndarray:
-        """Modality values (float32, overwritten) -> ``[0, 1]`` in place."""
+    def _window(self, ds, k: int, v: np.ndarray) -> np.ndarray:
+        """Modality values of frame ``k`` (float32, overwritten) -> ``[0, 1]`` in place."""
         if self.window is not None:
             return linear_window(v, *self.window, out=v)
-        c, w = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
+        c = frame_value(ds, k, "FrameVOILUTSequence", "WindowCenter")
+        w = frame_value(ds, k, "FrameVOILUTSequence", "WindowWidth")
         if c is not None and w is not None and w > 0:
             return linear_window(v, c, w, out=v)
         return minmax(v, out=v)
