@@ -37,6 +37,20 @@ def ct_slice(k: int, n: int, size: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
 
 
+def write_series(root: Path, slices: int, size: int, seed: int = 0) -> list[Path]:
+    """Write ``slices`` CT-like int16 DICOM files + ``labels.csv`` (10 patients' worth of ids) under ``root``."""
+    rng = np.random.default_rng(seed)
+    lines = ["path,label,patient_id"]
+    for k in range(slices):
+        rel = f"series/slice{k:04d}.dcm"
+        write_dicom(root / rel, ct_slice(k, slices, size, rng), bits_stored=16, signed=True,
+                    rescale=(1.0, -0.0), window=(40, 400), uid_key=("bench", k), series_key=("bench",),
+                    instance_number=k + 1)
+        lines.append(f"{rel},{'ab'[k % 2]},patient{k // 60:03d}")
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    return sorted((root / "series").iterdir())
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--slices", type=int, default=600)
@@ -50,20 +64,11 @@ def main(argv: list[str] | None = None) -> dict:
     import torch  # noqa: F401  (resizing imports it lazily; time the import apart from ingestion)
 
     torch_import_s = time.perf_counter() - t0
-    rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="synthgen-ingest-") as tmp:
         root = Path(tmp)
         t0 = time.perf_counter()
-        lines = ["path,label,patient_id"]
-        for k in range(args.slices):
-            rel = f"series/slice{k:04d}.dcm"
-            write_dicom(root / rel, ct_slice(k, args.slices, args.size, rng), bits_stored=16, signed=True,
-                        rescale=(1.0, -0.0), window=(40, 400), uid_key=("bench", k), series_key=("bench",),
-                        instance_number=k + 1)
-            lines.append(f"{rel},{'ab'[k % 2]},patient{k // 60:03d}")
-        (root / "labels.csv").write_text("\n".join(lines) + "\n")
+        files = write_series(root, args.slices, args.size)
         write_s = time.perf_counter() - t0
-        files = sorted((root / "series").iterdir())
 
         t0 = time.perf_counter()
         for f in files:
@@ -78,7 +83,8 @@ def main(argv: list[str] | None = None) -> dict:
             assert len(c) == args.slices and c.images.shape[-1] == args.image_size
     out = {"slices": args.slices, "size": args.size, "image_size": args.image_size, "cpus": os.cpu_count(),
            "write_s": round(write_s, 2),
-           "torch_import_s_not_counted": round(torch_import_s, 2), "reference_dcmread_pixel_array_s": round(reference_s, 2),
+           "torch_import_s_not_counted": round(torch_import_s, 2),
+           "reference_dcmread_pixel_array_s": round(reference_s, 2),
            "reader_s": {str(w): round(s, 2) for w, s in results.items()},
            "ratio_reader_over_reference": {str(w): round(s / reference_s, 2) for w, s in results.items()}}
     print(json.dumps(out, indent=2))
