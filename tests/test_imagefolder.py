@@ -103,3 +103,32 @@ def test_truncated_png_names_the_file(tmp_path):
     write_labels(root / "labels.csv", [("cut.png", "x", "p1")])
     with pytest.raises(InputError, match="cut.png: truncated or corrupt image"):
         ImageFolderReader(str(root)).read()
+
+
+def _png_rgb16(path, arr):
+    """A 16-bit RGB PNG written by hand (Pillow cannot write one)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    h, w, _ = arr.shape
+    raw = b"".join(b"\0" + arr[r].astype(">u2").tobytes() for r in range(h))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_16bit_color_png_is_refused_not_truncated(tmp_path):
+    import pytest
+
+    from synthgen.errors import InputError
+
+    root = tmp_path / "root"
+    root.mkdir()
+    src = _png_rgb16(root / "rgb16.png", np.full((4, 5, 3), 40000, np.uint16))
+    write_labels(root / "labels.csv", [("rgb16.png", "x", "p1")])
+    with pytest.raises(InputError, match="rgb16.png: 16-bit color/alpha PNG"):
+        ImageFolderReader(str(root)).read()
+    assert Image.open(src).size == (5, 4)  # a valid PNG: the refusal is about precision, not corruption

@@ -4,7 +4,7 @@ PNG, JPEG or TIFF files.
 Intensity rule: 8-bit images ``x / 255``; 16-bit images (PNG/TIFF ``I;16``) ``x / 65535``; 32-bit integer
 images ``x / 65535`` after checking they fit 16 bits; 32-bit float images (TIFF ``F``) their own min..max.
 Gray stays 1 channel, RGB 3 (palette images are expanded, alpha is dropped); a folder mixing gray and
-color is refused. Storage: uint16 if any source had more than 8 bits, else uint8 (no precision lost either way).
+color is refused, and so is a 16-bit color PNG (Pillow would silently read it as 8-bit). Storage: uint16 if any source had more than 8 bits, else uint8 (no precision lost either way).
 """
 
 from __future__ import annotations
@@ -22,9 +22,21 @@ from .labels_csv import LabelRow, LabelTable
 _EIGHT_BIT_MODES = {"L", "RGB", "1", "P", "LA", "RGBA", "CMYK", "YCbCr", "PA", "RGBX", "LAB", "HSV"}
 
 
+def _png_16bit_color(path: Path) -> bool:
+    """True for a 16-bit PNG with color or alpha (IHDR bit depth 16, color type 2, 4 or 6): Pillow would
+    silently reduce it to 8 bits."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    return head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and head[24] == 16 and head[25] in (2, 4, 6)
+
+
 def load_image(path: Path) -> tuple[np.ndarray, int]:
     """Decode one image file -> ``((C, H, W) float32 in [0, 1], source bit depth)``."""
     from PIL import Image, UnidentifiedImageError
+
+    if _png_16bit_color(path):
+        raise InputError(path, "16-bit color/alpha PNG: Pillow can only read it as 8-bit, which would lose "
+                               "precision; save it as 16-bit grayscale or 8-bit RGB")
 
     try:
         with Image.open(path) as im:
