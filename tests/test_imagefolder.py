@@ -88,8 +88,8 @@ def test_mixed_channel_counts(tmp_path):
     Image.fromarray(np.zeros((20, 20), np.uint8)).save(root / "gray.png")
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(root / "color.png")
     write_labels(root / "labels.csv", [("gray.png", "x", "p1"), ("color.png", "x", "p2")])
-    expect_prepare_error(tmp_path, ["data=imagefolder", f"data.root={root}", "data.image_size=null"], root / "color.png",
-                         "mixed gray and color")
+    expect_prepare_error(tmp_path, ["data=imagefolder", f"data.root={root}", "data.image_size=null"],
+                         root / "color.png", "mixed gray and color")
 
 
 def test_truncated_png_names_the_file(tmp_path):

@@ -4,7 +4,8 @@ PNG, JPEG or TIFF files.
 Intensity rule: 8-bit images ``x / 255``; 16-bit images (PNG/TIFF ``I;16``) ``x / 65535``; 32-bit integer
 images ``x / 65535`` after checking they fit 16 bits; 32-bit float images (TIFF ``F``) their own min..max.
 Gray stays 1 channel, RGB 3 (palette images are expanded, alpha is dropped); a folder mixing gray and
-color is refused, and so is a 16-bit color PNG (Pillow would silently read it as 8-bit). Storage: uint16 if any source had more than 8 bits, else uint8 (no precision lost either way).
+color is refused, and so is a 16-bit color PNG (Pillow would silently read it as 8-bit).
+Storage: uint16 if any source had more than 8 bits, else uint8 (no precision lost either way).
 """
 
 from __future__ import annotations
