@@ -96,3 +96,18 @@ def test_truncated_volume_names_the_file(tmp_path):
     src.write_bytes(src.read_bytes()[:120])
     with pytest.raises(InputError, match="cut.nii.gz: not a readable NIfTI volume"):
         _read(tmp_path, [("cut.nii.gz", 0, "a", "p")])
+
+
+def test_volumes_are_decoded_once_and_released_after_their_last_row(tmp_path, monkeypatch):
+    import synthgen.data.nifti as nifti
+
+    _write_orientations(tmp_path)
+    loads = []  # (file, volumes cached when it was loaded)
+    real = nifti.load_canonical
+    rows = [("ras.nii.gz", k, "a", "p1") for k in range(4)] + [("lps.nii.gz", k, "a", "p2") for k in range(4)]
+    write_labels(tmp_path / "labels.csv", rows, header="path,slice,label,patient_id")
+    reader = NiftiReader(str(tmp_path), image_size=None, workers=1)
+    monkeypatch.setattr(nifti, "load_canonical", lambda p: loads.append((p.name, len(reader._cache))) or real(p))
+    assert len(reader.read()) == 8
+    # Each file decoded once; by the time lps is needed, ras (all 4 rows done) has been dropped.
+    assert loads == [("ras.nii.gz", 0), ("lps.nii.gz", 0)]

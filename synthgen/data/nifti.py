@@ -80,10 +80,11 @@ class NiftiReader(FileCohortReader):
             raise ConfigError("data.slice_axis", f"expected 0, 1, 2 or -1, got {slice_axis!r}")
         self.slice_axis = axis % 3
         self.window = check_window(window)
-        # Several rows usually share a volume: decode each file once (per-file lock keeps threads from
-        # loading the same volume twice).
+        # Several rows usually share a volume: decode each file once (a per-file lock keeps threads from
+        # loading it twice) and drop it after its last row, so memory holds only the volumes in use.
         self._cache: dict[str, tuple[np.ndarray, float, float]] = {}
         self._locks: dict[str, threading.Lock] = {}
+        self._pending: dict[str, int] = {}
         self._guard = threading.Lock()
 
     def normalization(self) -> str:
@@ -113,9 +114,28 @@ class NiftiReader(FileCohortReader):
             return super().read()
         finally:
             self._cache.clear()
+            self._pending.clear()
+
+    def _done_with(self, table: LabelTable, path: Path) -> None:
+        """Count one row of ``path`` as done; evict the volume after the last one."""
+        key = str(path)
+        with self._guard:
+            if not self._pending:
+                for r in table.rows:
+                    k = str(table.file(self.root, r))
+                    self._pending[k] = self._pending.get(k, 0) + 1
+            self._pending[key] -= 1
+            if self._pending[key] == 0:
+                self._cache.pop(key, None)
 
     def load_row(self, table: LabelTable, row: LabelRow) -> list[Decoded]:
         path = table.file(self.root, row)
+        try:
+            return self._slice(table, row, path)
+        finally:
+            self._done_with(table, path)
+
+    def _slice(self, table: LabelTable, row: LabelRow, path: Path) -> list[Decoded]:
         vol, lo, hi = self._volume(path)
         n = vol.shape[self.slice_axis]
         if row.slice >= n:
