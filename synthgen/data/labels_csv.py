@@ -9,6 +9,7 @@ straddles two splits. Extra columns are ignored. Every problem raises :class:`In
 from __future__ import annotations
 
 import csv
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -78,7 +79,10 @@ def read_labels_csv(csv_path: str | os.PathLike, classes: Sequence[str] | None =
         text = p.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(p, f"cannot read labels CSV: {e}") from None
-    lines = list(csv.reader(text.splitlines()))
+    try:
+        lines = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as e:
+        raise InputError(p, f"not a readable CSV: {e}") from None
     while lines and not any(c.strip() for c in lines[-1]):
         lines.pop()  # trailing blank lines
     if not lines:
