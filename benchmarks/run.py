@@ -23,7 +23,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from benchmarks.harness import Context, add_ratios, as_dict, machine, rows_to_markdown  # noqa: E402
 
-CASES = ["unet", "sampling", "gan", "privacy_knn", "export", "pipeline"]
+CASES = ["ingest", "unet", "sampling", "gan", "privacy_knn", "export", "pipeline"]
 
 
 def main(argv=None) -> int:
