@@ -89,6 +89,8 @@ def test_shards_respect_sample_and_byte_limits_and_mix_classes(tmp_path):
     build_audited(tmp_path, n=30, size=16)
     idx = json.loads((export(export_cfg(tmp_path, **{"shard_size.samples": 8})) / "index.json").read_text())
     assert [s["samples"] for s in idx["shards"]] == [8, 8, 8, 6]
+    assert idx["shardlist"] == [{"url": f"synthetic-00000{i}.tar", "nsamples": s["samples"], "filesize": s["bytes"]}
+                                for i, s in enumerate(idx["shards"])] and idx["wids_version"] == 1
     assert idx["totals"]["samples"] == 30 and idx["totals"]["classes"] == {"normal": 10, "pneumonia": 10, "rare.case": 10}
     assert all(sum(1 for v in s["classes"].values() if v) >= 2 for s in idx["shards"])  # seeded shuffle mixes
     one = _samples(tmp_path / "data/export/synthetic")[0]

@@ -69,11 +69,13 @@ def test_changed_counts_fail(copy):
     idx["shards"][0]["samples"] += 1
     idx["shards"][1]["classes"]["normal"] += 1
     idx["totals"]["classes"]["pneumonia"] -= 1
+    idx["shardlist"][2]["nsamples"] = 0
     _save_index(copy, idx)
     problems, _ = verify_export(copy)
     assert any("synthetic-000000.tar: 5 samples, index says 6" in p for p in problems), problems
     assert any("synthetic-000001.tar: class counts" in p for p in problems)
     assert any("totals.classes" in p for p in problems)
+    assert any("shardlist" in p for p in problems)
     assert cli(["verify", str(copy)]) == 1
 
 

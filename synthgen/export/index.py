@@ -6,7 +6,12 @@ Layout::
      "generator", "synthgen_version", "checkpoint_sha256", "config_hash",
      "shards": [{"path", "sha256", "bytes", "samples", "classes": {class: count}}],   # paths relative
      "files":  [{"path", "sha256", "bytes"}],             # DICOM / NIfTI copies (export.format), relative
-     "totals": {"shards", "samples", "bytes", "classes": {class: count}}}
+     "totals": {"shards", "samples", "bytes", "classes": {class: count}},
+     "__kind__": "wids-shard-index-v1", "wids_version": 1,
+     "shardlist": [{"url", "nsamples", "filesize"}]}   # the same shards in wids' descriptor format
+
+The ``shardlist`` part makes the file a ``wids`` descriptor too (``wids.ShardListDataset("index.json")`` gives
+indexed random access; urls are relative to the index file).
 """
 
 from __future__ import annotations
@@ -36,4 +41,7 @@ def build_index(cohort: AuditedCohort, name: str, formats: Sequence[str], shards
         "totals": {"shards": len(shards), "samples": sum(s["samples"] for s in shards),
                    "bytes": sum(s["bytes"] for s in shards) + sum(f["bytes"] for f in files),
                    "classes": classes},
+        "__kind__": "wids-shard-index-v1",
+        "wids_version": 1,
+        "shardlist": [{"url": s["path"], "nsamples": s["samples"], "filesize": s["bytes"]} for s in shards],
     }

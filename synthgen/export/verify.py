@@ -146,6 +146,9 @@ def verify_export(export_dir: str | os.PathLike, decode: bool = True) -> tuple[l
         problems.append(f"{idx_p}: totals.samples {totals.get('samples')}, found {len(keys)} samples")
     if totals.get("classes") != classes_total:
         problems.append(f"{idx_p}: totals.classes {totals.get('classes')}, found {classes_total}")
+    wids = [{"url": s.get("path"), "nsamples": s.get("samples"), "filesize": s.get("bytes")} for s in shards]
+    if idx.get("shardlist", wids) != wids:
+        problems.append(f"{idx_p}: shardlist (wids descriptor) does not match shards")
     problems += _verify_files(d, files)
     stats["files"] = len(files)
     return problems, stats
