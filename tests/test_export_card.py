@@ -53,3 +53,15 @@ def test_card_without_optional_inputs(tmp_path):
     text = (export(export_cfg(tmp_path)) / "README.md").read_text()
     assert "No evaluation metrics" in text and "No `data/prepared/meta.json`" in text
     assert "synthetic-000000.tar" in text and _front_matter(text)["license"] == "other"
+
+
+def test_unreadable_metrics_file_is_named(tmp_path):
+    import pytest
+
+    from synthgen.errors import InputError
+
+    build_audited(tmp_path, n=6)
+    (tmp_path / "metrics/evaluate.json").write_text("{not json")
+    with pytest.raises(InputError, match="evaluate.json: not valid JSON"):
+        export(export_cfg(tmp_path))
+    assert not (tmp_path / "data/export/synthetic").exists()

@@ -14,11 +14,14 @@ The text depends only on its inputs (no timestamps), so the card is byte-identic
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import yaml
 
+from ..errors import InputError
 from .audited import AuditedCohort
 
 _PATH_KEYS = ("path", "paths", "root", "dir", "file", "url", "cache")
@@ -222,17 +225,13 @@ def render_card(cohort: AuditedCohort, index: Mapping[str, Any], export_cfg: Map
     return "\n".join(out)
 
 
-def load_optional_json(path) -> dict[str, Any] | None:
-    """Parsed JSON object at ``path``, or None if the file is absent."""
-    from pathlib import Path
-
+def load_optional_json(path: str | os.PathLike) -> dict[str, Any] | None:
+    """Parsed JSON object at ``path``, or None if the file is absent (InputError if it is not JSON)."""
     p = Path(path)
     if not p.exists():
         return None
     try:
         obj = json.loads(p.read_text(encoding="utf-8"))
     except ValueError as e:
-        from ..errors import InputError
-
         raise InputError(p, f"not valid JSON ({e})") from e
     return obj if isinstance(obj, dict) else {"value": obj}
