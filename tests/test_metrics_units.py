@@ -117,7 +117,16 @@ def test_rare_gain_share_of_gap():
     assert g["synthetic_minus_oversampling"]["rare_recall"] == pytest.approx(0.25)
 
 
-def test_classifier_learns_a_separable_toy_task_and_is_deterministic():
+@pytest.fixture
+def one_thread():
+    """One torch thread: on a machine shared with other jobs, 2 spinning threads are several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_classifier_learns_a_separable_toy_task_and_is_deterministic(one_thread):
     g = torch.Generator().manual_seed(0)
     y = np.arange(64) % 2
     x = torch.rand(64, 1, 16, 16, generator=g) * 0.3 + torch.as_tensor(y, dtype=torch.float32)[:, None, None, None] * 0.6

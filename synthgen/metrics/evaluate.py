@@ -78,9 +78,17 @@ def _rare_classes(cfg: DictConfig, names: list[str]) -> list[str]:
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Compute every metric for the configured cohort; writes the PNGs, returns the metrics dict."""
+    threads = torch.get_num_threads()
+    if cfg.evaluate.get("threads"):
+        torch.set_num_threads(int(cfg.evaluate.threads))
+    try:
+        return _evaluate(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     ecfg = cfg.evaluate
-    if ecfg.get("threads"):
-        torch.set_num_threads(int(ecfg.threads))
     t0 = time.perf_counter()
     prepared = Path(ecfg.prepared)
     meta = load_meta(prepared)
