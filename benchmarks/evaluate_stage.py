@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -66,7 +67,9 @@ def main() -> None:
                  f"paths.metrics={work / 'metrics'}", f"paths.reports={work / 'reports'}",
                  f"evaluate.cache_dir={work / 'cache'}", *args.set]
     t = time.perf_counter()
-    subprocess.run([sys.executable, str(REPO / "pipelines" / "evaluate.py"), *overrides], check=True, cwd=REPO)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    subprocess.run([sys.executable, str(REPO / "pipelines" / "evaluate.py"), *overrides], check=True, cwd=REPO,
+                   env=env)
     wall = time.perf_counter() - t
     m = json.loads((work / "metrics" / "evaluate.json").read_text())
     u = m["utility"]

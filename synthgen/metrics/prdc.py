@@ -22,10 +22,10 @@ def _pairwise(a: np.ndarray, b: np.ndarray) -> torch.Tensor:
     return torch.cdist(torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64))
 
 
-def _kth_radius(x: np.ndarray, k: int) -> torch.Tensor:
-    d = _pairwise(x, x)
-    # k+1 smallest includes the zero self-distance.
-    return d.topk(k + 1, dim=1, largest=False).values[:, k]
+def _kth_radius(x: np.ndarray, k: int, chunk: int = 2048) -> torch.Tensor:
+    # k+1 smallest includes the zero self-distance; chunked so memory stays O(chunk * N).
+    return torch.cat([_pairwise(x[i:i + chunk], x).topk(k + 1, dim=1, largest=False).values[:, k]
+                      for i in range(0, len(x), chunk)])
 
 
 def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5) -> dict[str, float]:
