@@ -37,10 +37,11 @@ def per_class_recall_png(path: str | os.PathLike, summary: dict[str, Any], class
         ax.bar(np.arange(n) + (a - (k - 1) / 2) * width, mean, width, yerr=std, capsize=2, label=arm)
     labels = [f"{c}*" if rare and c in rare else c for c in class_names]
     ax.set_xticks(np.arange(n), labels, rotation=30, ha="right")
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.2)
+    ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_ylabel("recall on real test (mean +- std over seeds)")
     ax.set_title("Per-class recall by training arm" + (" (* = rare class)" if rare else ""))
-    ax.legend(fontsize=8, ncol=min(k, 3), loc="lower left")
+    ax.legend(fontsize=8, ncol=k, loc="upper center", frameon=False)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", metadata=_PNG_META)
