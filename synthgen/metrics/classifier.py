@@ -1,0 +1,213 @@
+"""The one classifier recipe used for every utility arm and as the domain feature extractor.
+
+A compact ResNet-style CNN for small medical images (28-64 px): a 3x3 stem, then ``len(stages)``
+residual basic blocks, each halving the resolution and doubling the width, global average pooling
+(the *penultimate features*, ``width * 2**(len(stages)-1)`` dims) and a linear head.
+
+Every arm trains for the same fixed number of optimizer steps (not epochs), so TRTR, TSTR and TR+S
+get exactly the same compute whatever the size of their training pool. Batches are drawn with
+replacement from per-image sampling weights (uniform, or class-balanced oversampling), with light
+augmentation (random flips, integer shifts via one affine ``grid_sample``), AdamW with linear warmup
+and cosine decay, and bf16 autocast (about 2x faster convolutions on this CPU; measured in
+``benchmarks/evaluate_classifier.py``).
+
+Determinism: the seed fixes the weight init, the batch draws and the augmentation parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Classifier architecture + training budget (``evaluate.classifier`` in the config).
+
+    Attributes:
+        width: channels of the stem and the first block.
+        stages: number of stride-2 residual blocks (28 px -> 14 -> 7 -> 4 with 3).
+        steps: optimizer steps per training run (the budget, identical for every arm).
+        batch_size: images per step.
+        lr: peak AdamW learning rate; ``warmup`` is the share of steps with a linear ramp.
+        weight_decay: AdamW weight decay.
+        label_smoothing: cross-entropy label smoothing.
+        hflip, vflip: random flips; ``shift``: max integer translation in pixels.
+        bf16: bf16 autocast for training and prediction (features are always fp32).
+    """
+
+    width: int = 32
+    stages: int = 3
+    steps: int = 300
+    batch_size: int = 128
+    lr: float = 2e-3
+    warmup: float = 0.1
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    hflip: bool = True
+    vflip: bool = True
+    shift: int = 2
+    bf16: bool = True
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], **overrides: Any) -> "Recipe":
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: v for k, v in dict(cfg).items() if k in known}
+        values.update(overrides)
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Block(nn.Module):
+    """Residual basic block ``cin -> cout`` at stride 2."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, 2, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.skip = nn.Sequential(nn.Conv2d(cin, cout, 1, 2, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(h)) + self.skip(x))
+
+
+class SmallResNet(nn.Module):
+    """``(B, C, H, W)`` float in ``[0, 1]`` -> logits ``(B, n_classes)``; ``features`` gives the
+    penultimate ``(B, feature_dim)`` embedding."""
+
+    def __init__(self, in_channels: int, n_classes: int, width: int = 32, stages: int = 3):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        blocks, c = [], width
+        for i in range(stages):
+            blocks.append(_Block(c, width * 2 ** i))
+            c = width * 2 ** i
+        self.blocks = nn.Sequential(*blocks)
+        self.feature_dim = c
+        self.head = nn.Linear(c, n_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - 0.5) * 4.0  # [0, 1] -> about unit scale; BN does the rest
+        return self.blocks(self.stem(x)).mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def build_model(recipe: Recipe, in_channels: int, n_classes: int) -> SmallResNet:
+    return SmallResNet(in_channels, n_classes, recipe.width, recipe.stages)
+
+
+def _augment(x: torch.Tensor, recipe: Recipe, gen: torch.Generator) -> torch.Tensor:
+    """Random flips and integer shifts of a ``(B, C, H, W)`` batch in one affine resampling."""
+    b, _, h, w = x.shape
+    sx = torch.ones(b)
+    sy = torch.ones(b)
+    if recipe.hflip:
+        sx = torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0)
+    if recipe.vflip:
+        sy = torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0)
+    if recipe.shift <= 0 and not (recipe.hflip or recipe.vflip):
+        return x
+    dx = torch.randint(-recipe.shift, recipe.shift + 1, (b,), generator=gen).float() * (2.0 / w)
+    dy = torch.randint(-recipe.shift, recipe.shift + 1, (b,), generator=gen).float() * (2.0 / h)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 1, 1], theta[:, 0, 2], theta[:, 1, 2] = sx, sy, dx, dy
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="nearest", padding_mode="reflection", align_corners=False)
+
+
+def _lr_factor(step: int, recipe: Recipe) -> float:
+    warm = max(1, int(recipe.warmup * recipe.steps))
+    if step < warm:
+        return (step + 1) / warm
+    t = (step - warm) / max(1, recipe.steps - warm)
+    return 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def train_classifier(images: torch.Tensor, labels: np.ndarray, weights: np.ndarray | None, n_classes: int,
+                     recipe: Recipe, seed: int, progress: Any = None) -> SmallResNet:
+    """Train one classifier.
+
+    Args:
+        images: ``(N, C, H, W)`` float32 in ``[0, 1]``.
+        labels: ``(N,)`` int64 in ``[0, n_classes)``.
+        weights: ``(N,)`` non-negative sampling weights (need not sum to 1); ``None`` = uniform.
+        n_classes: number of output classes.
+        recipe: architecture and budget.
+        seed: fixes init, batch draws and augmentation.
+        progress: optional callable ``progress(n_steps_done)`` (e.g. a tqdm update).
+
+    Returns:
+        The trained model in eval mode.
+    """
+    if len(images) == 0:
+        raise ValueError("no training images")
+    torch.manual_seed(seed)
+    model = build_model(recipe, images.shape[1], n_classes)
+    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    p = None
+    if weights is not None:
+        w = np.asarray(weights, dtype=np.float64)
+        p = w / w.sum()
+    draws = rng.choice(len(images), size=(recipe.steps, recipe.batch_size), replace=True, p=p)
+    y_all = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, recipe))
+    model.train()
+    for step in range(recipe.steps):
+        idx = torch.as_tensor(draws[step])
+        x = _augment(images[idx], recipe, gen)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.bf16):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y_all[idx], label_smoothing=recipe.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if progress is not None:
+            progress(1)
+    return model.eval()
+
+
+@torch.no_grad()
+def predict_proba(model: SmallResNet, images: torch.Tensor, bf16: bool = True, batch: int = 1024) -> np.ndarray:
+    """``(N, C, H, W)`` float in ``[0, 1]`` -> ``(N, n_classes)`` float64 softmax probabilities."""
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(images[i:i + batch])
+        out.append(torch.softmax(logits.float(), dim=1).double().numpy())
+    return np.concatenate(out) if out else np.zeros((0, model.head.out_features))
+
+
+@torch.no_grad()
+def embed(model: SmallResNet, images: torch.Tensor, batch: int = 1024) -> np.ndarray:
+    """``(N, C, H, W)`` float in ``[0, 1]`` -> ``(N, feature_dim)`` float64 penultimate features (fp32 math)."""
+    model.eval()
+    out = [model.features(images[i:i + batch]).double().numpy() for i in range(0, len(images), batch)]
+    return np.concatenate(out) if out else np.zeros((0, model.feature_dim))
+
+
+def class_balanced_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per-image weights giving every present class the same total mass (oversampling)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    return 1.0 / counts[labels]
+
+
+__all__ = ["Recipe", "SmallResNet", "build_model", "class_balanced_weights", "embed", "predict_proba",
+           "train_classifier"]
