@@ -27,7 +27,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="synthgen", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("version", help="print the package version")
-    args = parser.parse_args(argv)
+    from .privacy.cli import add_parser as add_audit_parser
+
+    add_audit_parser(sub)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse usage errors: bad input (2), --help (0)
+        return int(e.code or 0)
+    if getattr(args, "func", None) is not None:
+        return args.func(args)
     if args.command == "version":
         from . import __version__
 
