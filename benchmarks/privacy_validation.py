@@ -79,6 +79,14 @@ def recall_part(train: ImageSet, hold: ImageSet, neg: ImageSet, cfg: dict, n_pla
            "holdout_false_flag_rate_calibration": res.stats["holdout_false_flag_rate"],
            "thresholds": {k: t.describe() for k, t in res.thresholds.items()},
            "native_duplicates": res.duplicates, "timings": res.timings, "recall": {}}
+    # what a stricter prefilter would have searched (holdout quantiles of best low-res Pearson / cosine)
+    keep_cal = np.asarray(res.holdout_scores["lowres"]) > -2
+    out["prefilter_pass"] = {}
+    for pq in (0.1, 0.25, 0.5, 0.8, 0.9):
+        lo = np.quantile(res.holdout_scores["lowres"][keep_cal], pq)
+        em = np.quantile(res.holdout_scores["embedding"][keep_cal], pq)
+        passed = (res.scores["lowres"] >= lo) | (res.scores["embedding"] >= em)
+        out["prefilter_pass"][str(pq)] = {s: float(passed[kind == s].mean()) for s in ("negative", *STRENGTHS)}
     for strength in STRENGTHS:
         m = kind == strength
         hit = res.flags[m]

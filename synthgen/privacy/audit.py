@@ -137,7 +137,8 @@ def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, cfg: Mapping,
                              max_shift=int(_get(cfg, "pixel.max_shift", 2)),
                              ssim_top=int(_get(cfg, "pixel.ssim_top", 3)), batch=int(_get(cfg, "pixel.batch", 64)),
                              ratio_k=int(_get(cfg, "ratio.k", 16)), device=dev)
-    mats = warp_grid(list(_get(cfg, "pixel.rotations", [])), list(_get(cfg, "pixel.scales", [])))
+    mats = warp_grid(list(_get(cfg, "pixel.rotations", [])), list(_get(cfg, "pixel.scales", [])),
+                     bool(_get(cfg, "pixel.half_pixel_scales", True)), tuple(train.images.shape[-2:]))
     t0 = time.time()
     keep_cal = hold_exact < 0
     pre_q = float(_get(cfg, "pixel.prefilter_quantile", 0.0))

