@@ -175,3 +175,19 @@ def test_cohort_gates():
     stats["mia"]["auc"] = 0.7
     g = cohort_gates(stats, {"max_flagged_share": 0.02})
     assert not g["dcr"]["passed"] and not g["mia_auc"]["passed"] and g["flagged_share"]["passed"]
+
+
+def test_copy_encoder_training_is_deterministic_and_cached(tmp_path):
+    from synthgen.privacy.embedding import EmbeddingConfig, embed, load_or_train
+
+    x = _blobs(48, c=3, seed=5)
+    cfg = EmbeddingConfig(steps=3, batch_size=16, width=8, dim=16)
+    a = load_or_train(x, cfg, tmp_path / "a")
+    b = load_or_train(x, cfg, tmp_path / "b")
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb), ka
+    files = list((tmp_path / "a").glob("copy_encoder-*.pt"))
+    assert len(files) == 1
+    c = load_or_train(x, cfg, tmp_path / "a")                 # from the cache
+    e = embed(c, x)
+    assert torch.equal(e, embed(a, x)) and torch.allclose(e.norm(dim=1), torch.ones(48), atol=1e-5)

@@ -116,14 +116,20 @@ def _shift_windows(x: torch.Tensor, s: int) -> torch.Tensor:
                         for dx in range(2 * s + 1)], dim=2).flatten(-2)
 
 
+def _box_sums(x: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
+    """``(..., H, W)`` -> ``(..., H-kh+1, W-kw+1)`` sums over every ``kh x kw`` window (integral image, float64)."""
+    ii = F.pad(x.double(), (1, 0, 1, 0)).cumsum(-1).cumsum(-2)
+    return ii[..., kh:, kw:] - ii[..., :-kh, kw:] - ii[..., kh:, :-kw] + ii[..., :-kh, :-kw]
+
+
 def _window_norms(x: torch.Tensor, s: int) -> torch.Tensor:
-    """``(B, T, H, W)`` -> ``(B, T, (2s+1)^2)`` L2 norm of each centred shifted window (box filters)."""
+    """``(B, T, H, W)`` -> ``(B, T, (2s+1)^2)`` L2 norm of each centred shifted window."""
     h, w = x.shape[-2:]
     kh, kw = h - 2 * s, w - 2 * s
     n = kh * kw
-    s1 = F.avg_pool2d(x, (kh, kw), stride=1).flatten(-2) * n
-    s2 = F.avg_pool2d(x * x, (kh, kw), stride=1).flatten(-2) * n
-    return (s2 - s1 * s1 / n).clamp_min(EPS).sqrt()
+    s1 = _box_sums(x, kh, kw).flatten(-2)
+    s2 = _box_sums(x * x, kh, kw).flatten(-2)
+    return (s2 - s1 * s1 / n).clamp_min(EPS).sqrt().float()
 
 
 @torch.no_grad()
@@ -132,9 +138,9 @@ def aligned_scores(queries01: np.ndarray, base01: np.ndarray, candidates: np.nda
                    device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
     """Alignment-searched Pearson and SSIM of every query against its candidate training images.
 
-    The alignment (warp x shift) is searched on the channel mean (box-filter normalised correlation, no
-    window copies are normalised); the score is then the Pearson correlation of all channels at that
-    alignment.
+    The alignment (warp x shift) is searched on the channel mean (window norms from integral images, so no
+    window copy is normalised); the score is then the Pearson correlation of all channels at the best
+    alignment of each candidate (the query re-warped in colour once per candidate).
 
     Args:
         queries01: ``(Nq, C, H, W)`` float32 in ``[0, 1]``.
@@ -164,8 +170,7 @@ def aligned_scores(queries01: np.ndarray, base01: np.ndarray, candidates: np.nda
         q = torch.as_tensor(queries01[start:start + batch], dtype=torch.float32, device=dev)
         b = torch.as_tensor(base01[cand.clamp_min(0).numpy()], dtype=torch.float32, device=dev)  # (B,k,C,H,W)
         c, h, w = q.shape[1:]
-        warped = _warp(q, mats)                                              # (B, T, C, H, W)
-        grey = warped.mean(dim=2)                                            # (B, T, H, W)
+        grey = _warp(q.mean(dim=1, keepdim=True), mats)[:, :, 0]             # (B, T, H, W) (warp is linear)
         bc = _center(b, s)                                                   # (B, k, C, h', w')
         bgrey = _pearson_vectors(bc.mean(dim=2, keepdim=True))               # (B, k, h'w')
         dots = torch.einsum("btsd,bkd->bkts", _shift_windows(grey, s), bgrey)
@@ -174,8 +179,10 @@ def aligned_scores(queries01: np.ndarray, base01: np.ndarray, candidates: np.nda
         t_i, s_i = best // ((2 * s + 1) ** 2), best % ((2 * s + 1) ** 2)
         dy, dx = s_i // (2 * s + 1), s_i % (2 * s + 1)
         # colour windows at each candidate's best alignment
-        bi = torch.arange(nb, device=dev)[:, None].expand(-1, k)
-        wq = warped[bi, t_i]                                                 # (B, k, C, H, W)
+        sel = mats[t_i].flatten(0, 1)                                        # (B*k, 2, 3)
+        grid = F.affine_grid(sel, [nb * k, c, h, w], align_corners=False)
+        wq = F.grid_sample(q.repeat_interleave(k, dim=0), grid, mode="bilinear", padding_mode="border",
+                           align_corners=False).reshape(nb, k, c, h, w)     # (B, k, C, H, W)
         hh, ww = h - 2 * s, w - 2 * s
         ys = dy[..., None] + torch.arange(hh, device=dev)                    # (B, k, hh)
         xs = dx[..., None] + torch.arange(ww, device=dev)
