@@ -23,6 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from ..errors import InputError
 from .calibrate import Threshold, calibrate
 from .dcr import dcr_share, equal_size_subset
 from .embedding import EmbeddingConfig, embed, load_or_train
@@ -88,6 +89,9 @@ def run_audit(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, cfg: Mapp
     ``cfg`` is the ``privacy`` config group (plain mapping); ``error_fn(images01, labels) -> (N,)`` adds the
     loss-based membership attack (diffusion models); ``cache_dir`` overrides ``embedding.cache_dir``.
     """
+    for s in (train, holdout, synthetic):
+        if len(s) == 0:
+            raise InputError(s.source, "no images")
     check_compatible([train, holdout, synthetic])
     threads = _get(cfg, "threads")
     old = torch.get_num_threads()
