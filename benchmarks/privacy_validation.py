@@ -201,6 +201,7 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*")
     a = ap.parse_args()
     cfg = default_privacy_config(a.overrides)
+    torch.set_num_threads(int(cfg.get("threads") or torch.get_num_threads()))  # as the audit (shared machine)
     train = read_image_set(f"{a.data}#train", "train")
     hold = read_image_set(f"{a.data}#val", "holdout")
     neg = read_image_set(f"{a.data}#test", "synthetic")

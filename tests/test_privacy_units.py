@@ -191,3 +191,21 @@ def test_copy_encoder_training_is_deterministic_and_cached(tmp_path):
     c = load_or_train(x, cfg, tmp_path / "a")                 # from the cache
     e = embed(c, x)
     assert torch.equal(e, embed(a, x)) and torch.allclose(e.norm(dim=1), torch.ones(48), atol=1e-5)
+
+
+def test_denoising_error_adapter_scores_members_lower():
+    from synthgen.privacy.membership import denoising_error_fn
+
+    class Memorizer:  # stand-in with the diffusion module's signature: error = distance to memorized set
+        def __init__(self, mem):
+            self.mem = torch.as_tensor(mem)
+
+        def denoising_error(self, images01, labels, timesteps, seeds):
+            assert timesteps.shape == labels.shape == seeds.shape
+            d = torch.cdist(images01.flatten(1), self.mem.flatten(1)).min(1).values
+            return d + 1e-3 * timesteps.float()
+
+    x = _blobs(40, seed=3)
+    fn = denoising_error_fn(Memorizer(x[:20]), timesteps=(10, 20))
+    res = loss_attack(fn, x[:20], np.zeros(20, int), x[20:], np.zeros(20, int))
+    assert res["auc"] == 1.0 and res["attack"] == "loss"

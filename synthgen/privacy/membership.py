@@ -51,3 +51,21 @@ def loss_attack(error_fn: ErrorFn, members01: np.ndarray, member_labels: np.ndar
     if len(em) != len(members01) or len(en) != len(nonmembers01):
         raise ValueError("error_fn must return one error per image")
     return {"attack": "loss", **attack_metrics(-em, -en, fpr)}
+
+
+def denoising_error_fn(module, timesteps: tuple[int, ...] = (50, 200, 500), seed: int = 0) -> ErrorFn:
+    """Adapt a diffusion module's ``denoising_error(images01, labels, timesteps, seeds)`` (tensors) to an
+    :data:`ErrorFn`: the mean error over the fixed ``timesteps``, noise seeded by ``seed`` and the row index,
+    so members and non-members are scored with identical noise draws.
+    """
+    import torch
+
+    def error_fn(images01: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        x = torch.as_tensor(np.asarray(images01, np.float32))
+        y = torch.as_tensor(np.asarray(labels, np.int64))
+        seeds = torch.arange(len(x), dtype=torch.int64) + int(seed) * 1_000_000
+        errs = [module.denoising_error(x, y, torch.full((len(x),), int(t), dtype=torch.long), seeds)
+                for t in timesteps]
+        return torch.stack([torch.as_tensor(e, dtype=torch.float32) for e in errs]).mean(0).numpy()
+
+    return error_fn
