@@ -3,10 +3,10 @@
     nice -n 5 python benchmarks/privacy_scale.py [--sizes 10000,50000] [--knn-size 10000]
         [--out benchmarks/_work/privacy_scale.json]
 
-1. k-NN, ``--knn-size`` queries x the same number of base rows, top-16, in two representations (the 64-d
-   copy embedding's size and full-resolution pixels, d = 3*28*28): naive full similarity matrix + topk
-   (memory N^2), ours (:func:`synthgen.privacy.knn.knn`, chunked), faiss ``IndexFlatIP``. Ratios are against
-   the naive run measured in the same process.
+1. k-NN, ``--knn-size`` queries x the same number of base rows, top-16, in the two representations the audit
+   searches exhaustively (the 64-d copy embedding and 4x-pooled pixels, d = 3*7*7): naive full similarity
+   matrix + topk (memory N^2), ours (:func:`synthgen.privacy.knn.knn`, chunked), faiss ``IndexFlatIP``.
+   Ratios are against the naive run measured in the same process.
 2. Whole audit (``run_audit``, default config) for each size N: train N, synthetic N, holdout N/5, each run
    in a fresh subprocess so peak RSS (``ru_maxrss`` of the child) is the audit's own. Images are BloodMNIST
    images (all splits) tiled with mild edits to reach N. The copy encoder is trained once per training set
@@ -60,7 +60,7 @@ def tiled(x: np.ndarray, y: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, 
     return np.concatenate(parts), np.concatenate(labels)
 
 
-def child_audit(data: str, n: int, cache: str, threads: int) -> None:
+def child_audit(data: str, n: int, cache: str, threads: int, overrides: list[str]) -> None:
     """Runs inside the subprocess: build the sets, run the audit, print one JSON line."""
     from synthgen.privacy.audit import run_audit
     from synthgen.privacy.cli import default_privacy_config
@@ -77,7 +77,7 @@ def child_audit(data: str, n: int, cache: str, threads: int) -> None:
     def mk(a, b, name):
         return ImageSet(a, b, np.array([f"{name}{i}" for i in range(len(a))]), "uint8", name)
 
-    cfg = default_privacy_config([f"threads={threads}"])
+    cfg = default_privacy_config([f"threads={threads}", *overrides])
     t0 = time.time()
     res = run_audit(mk(tx, ty, "t"), mk(hx, hy, "h"), mk(sx, sy, "s"), cfg, cache_dir=cache)
     print("RESULT " + json.dumps({"n": n, "wall_s": time.time() - t0, "timings": res.timings,
@@ -89,6 +89,7 @@ def knn_compare(data: str, n: int) -> dict:
     import torch
 
     from synthgen.privacy.knn import knn, normalize_rows
+    from synthgen.privacy.pixel import lowres
 
     x, _ = pool_images(data)
     q_img, b_img = tiled(x, np.zeros(len(x), np.int64), n, 5)[0], tiled(x, np.zeros(len(x), np.int64), n, 6)[0]
@@ -96,7 +97,7 @@ def knn_compare(data: str, n: int) -> dict:
     rng = np.random.default_rng(0)
     reps = {"embedding_d64": (normalize_rows(rng.normal(size=(n, 64)).astype(np.float32)),
                               normalize_rows(rng.normal(size=(n, 64)).astype(np.float32))),
-            "pixel_d2352": (normalize_rows(q_img, True), normalize_rows(b_img, True))}
+            "lowres_pixel_d147": (lowres(q_img, 4), lowres(b_img, 4))}
     for name, (q, b) in reps.items():
         row = {}
         t0 = time.time()
@@ -129,9 +130,10 @@ def main() -> None:
     ap.add_argument("--cache", default=str(REPO / "benchmarks" / "_work" / "privacy_scale_cache"))
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "_work" / "privacy_scale.json"))
     ap.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("overrides", nargs="*", help="privacy config overrides for the audits")
     a = ap.parse_args()
     if a.child:
-        child_audit(a.data, a.child, a.cache, a.threads)
+        child_audit(a.data, a.child, a.cache, a.threads, a.overrides)
         return
     import torch
 
@@ -147,7 +149,7 @@ def main() -> None:
     for n in [int(s) for s in a.sizes.split(",") if s]:
         t0 = time.time()
         r = subprocess.run([sys.executable, __file__, "--child", str(n), "--data", a.data, "--cache", a.cache,
-                            "--threads", str(a.threads)], capture_output=True, text=True)
+                            "--threads", str(a.threads), *a.overrides], capture_output=True, text=True)
         if r.returncode != 0:
             raise SystemExit(r.stderr[-3000:])
         line = next(ln for ln in r.stdout.splitlines() if ln.startswith("RESULT "))

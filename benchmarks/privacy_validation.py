@@ -182,7 +182,7 @@ def mia_part(train: ImageSet, neg: ImageSet, hold: ImageSet, cfg: dict, seed: in
     other = np.sort(rng.choice(len(neg), n, replace=False))
     fake_members = _set(neg.images[other], neg.labels[other], "nonmembers-2")
     ctrl = run_audit(fake_members, nonmem, syn, cfg, error_fn=error_fn, cache_dir=cache)
-    return {"n_members": n, "epochs": epochs, "final_mse": float(loss), "train_s": train_s,
+    return {"n_members": n, "epochs": epochs, "final_mse": float(loss.detach()), "train_s": train_s,
             "overfit": {"mia_distance_before_drop": res.stats["mia_all"], "mia_distance_kept": res.stats["mia"],
                         "mia_loss": res.stats["mia_loss"], "flagged_share": res.stats["flagged_share"],
                         "passed": res.passed, "failed_gates": [k for k, v in res.gates.items() if not v["passed"]]},
