@@ -69,9 +69,7 @@ def test_planted_copies_are_caught_on_real_images(blood_small, enc_cache):
     hit = res.flags & (kind != "neg")
     assert (res.matched[hit] == src[hit]).mean() >= 0.95      # the matched training index is the source
     assert not res.passed and "flagged_share" in [k for k, g in res.gates.items() if not g["passed"]]
-    # the same cohort without copies passes
-    clean = run_audit(train, hold, neg, cfg, cache_dir=enc_cache)
-    assert clean.passed, clean.gates
+    # (the same negatives without copies pass: test_cli_exit_codes_and_report, exit 0)
 
 
 def _npz(path, x, y):

@@ -36,11 +36,13 @@ def test_knn_matches_brute_force_for_any_chunk_and_faiss():
     full = (q @ b.T).numpy()
     ref_i = np.argsort(-full, axis=1)[:, :5]
     for chunk_mb in (0.001, 1.0):
-        s, i = knn(q, b, 5, chunk_mb=chunk_mb)
+        s, i = knn(q, b, 5, chunk_mb=chunk_mb, backend="torch")
         assert np.array_equal(i, ref_i)
         assert np.allclose(s, np.take_along_axis(full, ref_i, 1), atol=1e-6)
     s2, i2 = knn(q, b, 5, backend="faiss")
     assert np.array_equal(i2, ref_i) and np.allclose(s2, s, atol=1e-5)
+    s3, i3 = knn(q, b, 5)                                     # auto: faiss on CPU
+    assert np.array_equal(i3, ref_i)
     # Pearson = cosine of centred rows
     x, y = rng.normal(size=13), rng.normal(size=13)
     r = (normalize_rows(x[None], True) @ normalize_rows(y[None], True).T).item()

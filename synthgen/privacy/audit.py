@@ -109,7 +109,7 @@ def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, cfg: Mapping,
     timings: dict[str, float] = {}
     seed = int(_get(cfg, "seed", 0))
     kcfg = _get(cfg, "knn", {}) or {}
-    cache = NeighbourCache(float(kcfg.get("chunk_mb", 256)), str(kcfg.get("backend", "torch")),
+    cache = NeighbourCache(float(kcfg.get("chunk_mb", 256)), str(kcfg.get("backend", "auto")),
                            str(kcfg.get("device", "cpu")))
 
     # 1. exact duplicates
