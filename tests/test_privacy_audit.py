@@ -109,8 +109,7 @@ def test_cli_exit_codes_and_report(blood_small, enc_cache, tmp_path, capsys):
     assert not (tmp_path / "x.json").exists()
 
 
-def test_console_script_and_medmnist_keys(blood_small, tmp_path):
-    path, *_ = blood_small
+def test_console_script_and_medmnist_keys(tmp_path, capsys):
     toy = make_medmnist_npz(tmp_path / "toy.npz", n=60, channels=3)
     r = subprocess.run([sys.executable, "-m", "synthgen.cli", "audit", "--train", f"{toy}#train",
                         "--holdout", f"{toy}#test", "--synthetic", f"{toy}#val", "--out", str(tmp_path / "r.json"),
@@ -118,10 +117,10 @@ def test_console_script_and_medmnist_keys(blood_small, tmp_path):
                        cwd=REPO, capture_output=True, text=True)
     assert r.returncode in (0, 1) and "privacy audit" in r.stdout, r.stderr
     assert json.loads((tmp_path / "r.json").read_text())["inputs"]["synthetic"].endswith("#val")
-    r = subprocess.run([sys.executable, "-m", "synthgen.cli", "audit", "--train", str(toy), "--holdout", str(toy),
-                        "--synthetic", str(toy), "--out", str(tmp_path / "r2.json")],
-                       cwd=REPO, capture_output=True, text=True)
-    assert r.returncode == 2 and "several splits" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert synthgen_main(["audit", "--train", str(toy), "--holdout", str(toy), "--synthetic", str(toy),
+                          "--out", str(tmp_path / "r2.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "several splits" in err[0]
 
 
 def test_webdataset_shards_are_read(tmp_path):
