@@ -73,6 +73,7 @@ def knn(queries: torch.Tensor, base: torch.Tensor, k: int, chunk_mb: float = 256
     if backend == "faiss":
         import faiss
 
+        faiss.omp_set_num_threads(torch.get_num_threads())  # same thread budget as torch (privacy.threads)
         index = faiss.IndexFlatIP(base.shape[1])
         index.add(np.ascontiguousarray(base.cpu().numpy(), dtype=np.float32))
         sims, idx = index.search(np.ascontiguousarray(queries.cpu().numpy(), dtype=np.float32), k)
