@@ -30,7 +30,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     verify = sub.add_parser("verify", help="check an export folder's shards against its index.json")
     verify.add_argument("export_dir", help="e.g. data/export/synthetic")
     verify.add_argument("--no-decode", action="store_true", help="skip decoding the PNG previews")
-    args = parser.parse_args(argv)
+    from .privacy.cli import add_parser as add_audit_parser
+
+    add_audit_parser(sub)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse usage errors: bad input (2), --help (0)
+        return int(e.code or 0)
+    if getattr(args, "func", None) is not None:
+        return args.func(args)
     if args.command == "verify":
         from .export.verify import main as verify_main
 

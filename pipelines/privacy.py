@@ -1,0 +1,14 @@
+"""DVC stage ``privacy``: data/generated + data/prepared -> data/audited, metrics/privacy.json, reports/.
+
+    python pipelines/privacy.py                        # reads params.yaml (what DVC tracks)
+    python pipelines/privacy.py privacy.gates.max_flagged_share=0.05 ...   # by hand, Hydra overrides
+
+Exit 0: the cohort passed (flagged samples dropped); 1: a cohort-level gate failed; 2: bad input.
+"""
+
+import sys
+
+from synthgen.privacy.stage import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""The privacy audit: score a synthetic cohort against train and holdout, calibrate, flag, gate.
+
+    result = run_audit(train, holdout, synthetic, cfg)      # ImageSets + the ``privacy`` config group
+
+Steps (each the same for the CLI ``synthgen audit`` and the pipeline's ``privacy`` stage):
+
+1. exact duplicates by hashing quantized pixels (train<->train, holdout->train, synthetic->train);
+2. representations: copy-detection embedding (trained on train, cached) and low-resolution pixels; neighbour
+   lists computed once per representation (:class:`NeighbourCache`);
+3. per-sample scores for holdout and synthetic queries alike (:func:`query_scores`);
+4. thresholds calibrated on the holdout scores (native duplicates excluded) per class;
+5. per-sample flags with the rule that fired and the matched training index;
+6. cohort statistics on the kept samples (DCR, membership inference) and the cohort-level gates.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from .calibrate import Threshold, calibrate
+from .dcr import dcr_share, equal_size_subset
+from .embedding import EmbeddingConfig, embed, load_or_train
+from .exact import duplicate_groups, duplicate_pairs, image_hashes, match_exact, quantize01
+from .gate import RULES, cohort_gates, flag_samples
+from .inputs import ImageSet, check_compatible
+from .knn import NeighbourCache, cosine_to_distance, knn
+from .membership import ErrorFn, distance_attack, loss_attack
+from .pixel import lowres, warp_grid
+from .ratio import merge_identities
+from .scores import ScoreSettings, query_scores
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AuditResult:
+    """Everything the report and the pipeline need.
+
+    Attributes:
+        passed: every cohort-level gate passed.
+        flags: ``(N_syn,)`` bool, sample dropped; ``rule``/``matched`` per sample (``""``/``-1`` if kept).
+        scores: per-sample synthetic scores ``{name: (N_syn,)}``; ``holdout_scores`` likewise for holdout.
+        thresholds: calibrated :class:`Threshold` per rule.
+        gates: ``{gate: {value, limit, passed}}``; ``stats``: cohort statistics; ``duplicates``: native ones.
+    """
+
+    passed: bool
+    flags: np.ndarray
+    rules_fired: list[list[str]]
+    rule: np.ndarray
+    matched: np.ndarray
+    score: np.ndarray
+    scores: dict[str, np.ndarray]
+    holdout_scores: dict[str, np.ndarray]
+    thresholds: dict[str, Threshold]
+    gates: dict[str, dict]
+    stats: dict[str, Any]
+    duplicates: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _get(cfg: Mapping, path: str, default: Any = None) -> Any:
+    cur: Any = cfg
+    for part in path.split("."):
+        if cur is None or part not in cur:
+            return default
+        cur = cur[part]
+    return cur
+
+
+def embedding_config(cfg: Mapping) -> EmbeddingConfig:
+    e = _get(cfg, "embedding", {}) or {}
+    keys = EmbeddingConfig.__dataclass_fields__
+    kw = {k: e[k] for k in e if k in keys}
+    return EmbeddingConfig(**kw, seed=int(_get(cfg, "seed", 0))) if "seed" not in kw else EmbeddingConfig(**kw)
+
+
+def run_audit(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, cfg: Mapping,
+              error_fn: ErrorFn | None = None, cache_dir: str | None = None) -> AuditResult:
+    """Audit ``synthetic`` against ``train`` with thresholds calibrated on ``holdout`` (see module doc).
+
+    ``cfg`` is the ``privacy`` config group (plain mapping); ``error_fn(images01, labels) -> (N,)`` adds the
+    loss-based membership attack (diffusion models); ``cache_dir`` overrides ``embedding.cache_dir``.
+    """
+    for s in (train, holdout, synthetic):
+        if len(s) == 0:
+            raise InputError(s.source, "no images")
+    check_compatible([train, holdout, synthetic])
+    threads = _get(cfg, "threads")
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        return _run(train, holdout, synthetic, cfg, error_fn, cache_dir)
+    finally:
+        torch.set_num_threads(old)
+
+
+def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, cfg: Mapping,
+         error_fn: ErrorFn | None, cache_dir: str | None) -> AuditResult:
+    t_start = time.time()
+    timings: dict[str, float] = {}
+    seed = int(_get(cfg, "seed", 0))
+    kcfg = _get(cfg, "knn", {}) or {}
+    cache = NeighbourCache(float(kcfg.get("chunk_mb", 256)), str(kcfg.get("backend", "auto")),
+                           str(kcfg.get("device", "cpu")))
+
+    # 1. exact duplicates
+    qdtype = _get(cfg, "quantize_dtype") or (train.dtype if train.dtype in ("uint8", "uint16") else "uint8")
+    h_train = image_hashes(quantize01(train.images, qdtype))
+    h_hold = image_hashes(quantize01(holdout.images, qdtype))
+    h_syn = image_hashes(quantize01(synthetic.images, qdtype))
+    train_groups = duplicate_groups(h_train)
+    hold_exact = match_exact(h_hold, h_train)
+    syn_exact = match_exact(h_syn, h_train)
+    identity = merge_identities(train.patient_ids, train_groups)
+    timings["exact"] = time.time() - t_start
+
+    # 2. representations
+    t0 = time.time()
+    model = load_or_train(train.images, embedding_config(cfg),
+                          cache_dir if cache_dir is not None else _get(cfg, "embedding.cache_dir"))
+    timings["embedding_train_or_load"] = time.time() - t0
+    t0 = time.time()
+    dev = str(kcfg.get("device", "cpu"))
+    factor = int(_get(cfg, "pixel.lowres_factor", 4))
+    for name, s in (("train", train), ("holdout", holdout), ("synthetic", synthetic)):
+        cache.add("embedding", name, embed(model, s.images, device=dev))
+        cache.add("lowres", name, lowres(s.images, factor))
+    timings["embed"] = time.time() - t0
+
+    # 3. scores, holdout first (it also sets the prefilter)
+    settings = ScoreSettings(candidates=int(_get(cfg, "pixel.candidates", 8)),
+                             max_shift=int(_get(cfg, "pixel.max_shift", 2)),
+                             ssim_top=int(_get(cfg, "pixel.ssim_top", 3)), batch=int(_get(cfg, "pixel.batch", 64)),
+                             ratio_k=int(_get(cfg, "ratio.k", 16)), device=dev)
+    mats = warp_grid(list(_get(cfg, "pixel.rotations", [])), list(_get(cfg, "pixel.scales", [])),
+                     bool(_get(cfg, "pixel.half_pixel_scales", True)), tuple(train.images.shape[-2:]))
+    t0 = time.time()
+    keep_cal = hold_exact < 0
+    pre_q = float(_get(cfg, "pixel.prefilter_quantile", 0.0))
+    prefilter = None
+    if pre_q > 0:
+        ls, _ = cache.get("lowres", "holdout", "train", settings.candidates)
+        es, _ = cache.get("embedding", "holdout", "train", max(settings.candidates, settings.ratio_k))
+        prefilter = (float(np.quantile(ls[keep_cal, 0], pre_q)), float(np.quantile(es[keep_cal, 0], pre_q)))
+    hs = query_scores("holdout", holdout.images, train.images, cache, identity, mats, settings, prefilter)
+    timings["holdout_scores"] = time.time() - t0
+    t0 = time.time()
+    ss = query_scores("synthetic", synthetic.images, train.images, cache, identity, mats, settings, prefilter)
+    timings["synthetic_scores"] = time.time() - t0
+
+    # 4. calibration
+    cal = _get(cfg, "calibration", {}) or {}
+    q = float(cal.get("quantile", 0.999))
+    mcc = int(cal.get("min_class_count", 50))
+    floors = cal.get("floors", {}) or {}
+    thresholds = {r: calibrate(r, hs[r], holdout.labels, keep_cal, q, floors.get(r), mcc)
+                  for r in ("pearson", "ssim", "embedding")}
+    thresholds["ratio"] = calibrate("ratio", hs["ratio"], holdout.labels, keep_cal, q,
+                                    cal.get("ratio_ceiling", 1 / 3), mcc, higher_is_copy=False)
+
+    # 5. flags
+    flags, fired, rule, matched, score = flag_samples(ss, syn_exact, synthetic.labels, thresholds)
+    hold_flags, *_ = flag_samples(hs, np.full(len(holdout), -1), holdout.labels, thresholds)
+
+    # 6. cohort statistics on the kept cohort, then gates
+    t0 = time.time()
+    kept = ~flags
+    stats = cohort_stats(train, holdout, synthetic, kept, cache, seed, int(_get(cfg, "gates.mia_max_samples", 5000)),
+                         error_fn)
+    stats.update({
+        "n_train": len(train), "n_holdout": len(holdout), "n_synthetic": len(synthetic),
+        "n_flagged": int(flags.sum()), "flagged_share": float(flags.mean()),
+        "n_kept": int(kept.sum()),
+        "by_rule": {r: int(sum(r in f for f in fired)) for r in RULES},
+        "first_rule": {r: int((rule == r).sum()) for r in RULES},
+        "exact_copies_before_drop": int((syn_exact >= 0).sum()),
+        "exact_copies_after_drop": int(((syn_exact >= 0) & kept).sum()),
+        "holdout_false_flag_rate": float(hold_flags[keep_cal].mean()),
+        "prefilter": None if prefilter is None else {"quantile": pre_q, "lowres_pearson": prefilter[0],
+                                                     "embedding_cosine": prefilter[1],
+                                                     "synthetic_searched_share": float(ss["searched"].mean())},
+        "per_class": {int(c): {"n": int((synthetic.labels == c).sum()),
+                               "flagged": int((flags & (synthetic.labels == c)).sum())}
+                      for c in np.unique(synthetic.labels)},
+        "score_quantiles": {r: {"synthetic": _quantiles(ss[r]), "holdout": _quantiles(hs[r][keep_cal])}
+                            for r in ("pearson", "ssim", "embedding", "ratio")},
+    })
+    timings["cohort_stats"] = time.time() - t0
+    gates = cohort_gates(stats, _get(cfg, "gates", {}) or {})
+    timings["total"] = time.time() - t_start
+    duplicates = {
+        "quantize_dtype": qdtype,
+        "within_train": [list(map(int, g)) for g in train_groups],
+        "within_train_pairs": len(duplicate_pairs(train_groups)),
+        "holdout_in_train": [[int(h), int(t)] for h, t in enumerate(hold_exact) if t >= 0],
+        "synthetic_in_train": int((syn_exact >= 0).sum()),
+    }
+    return AuditResult(all(g["passed"] for g in gates.values()), flags, fired, rule, matched, score, ss, hs,
+                       thresholds, gates, stats, duplicates, timings)
+
+
+def _quantiles(x: np.ndarray) -> dict[str, float]:
+    x = np.asarray(x, np.float64)
+    if not len(x):
+        return {}
+    qs = np.quantile(x, [0.0, 0.5, 0.99, 0.999, 1.0])
+    return {k: float(v) for k, v in zip(("min", "median", "q99", "q999", "max"), qs)}
+
+
+def cohort_stats(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, kept: np.ndarray,
+                 cache: NeighbourCache, seed: int, mia_max: int, error_fn: ErrorFn | None) -> dict[str, Any]:
+    """DCR and membership-inference statistics (copy-detection embedding space).
+
+    ``dcr``/``mia`` are measured on the kept (exported) samples and gate the cohort; ``dcr_all``/``mia_all``
+    on every generated sample (what the model produced, before the gate dropped anything).
+    """
+    e_train = cache.vectors("embedding", "train")
+    e_hold = cache.vectors("embedding", "holdout")
+    e_all = cache.vectors("embedding", "synthetic")
+    kw = dict(chunk_mb=cache.chunk_mb, backend=cache.backend, device=cache.device)
+    sub = equal_size_subset(len(train), len(holdout), seed)
+    rng = np.random.default_rng(seed + 1)
+    m = min(len(train), len(holdout), mia_max)
+    mem = np.sort(rng.permutation(len(train))[:m])
+    non = np.sort(rng.permutation(len(holdout))[:m])
+    out: dict[str, Any] = {}
+    for tag, rows in (("", np.flatnonzero(kept)), ("_all", np.arange(len(e_all)))):
+        if not len(rows):
+            out[f"dcr{tag}"] = {"share": float("nan"), "p_value": 1.0, "n": 0}
+            out[f"mia{tag}"] = {"attack": "distance", "auc": float("nan"), "tpr_at_fpr": float("nan")}
+            continue
+        e_syn = e_all[rows]
+        s_tr, _ = knn(e_syn, e_train[sub], 1, **kw)
+        s_ho, _ = knn(e_syn, e_hold, 1, **kw)
+        out[f"dcr{tag}"] = {**dcr_share(cosine_to_distance(s_tr[:, 0]), cosine_to_distance(s_ho[:, 0])),
+                            "reference_size": int(len(sub)), "space": "copy-detection embedding"}
+        sm, _ = knn(e_train[mem], e_syn, 1, **kw)
+        sn, _ = knn(e_hold[non], e_syn, 1, **kw)
+        out[f"mia{tag}"] = distance_attack(sm[:, 0], sn[:, 0])
+    if error_fn is not None:
+        out["mia_loss"] = loss_attack(error_fn, train.images[mem], train.labels[mem],
+                                      holdout.images[non], holdout.labels[non])
+    return out

@@ -1,0 +1,93 @@
+"""Decisions: per-sample flags (which rule fired, which training image matched) and cohort-level gates.
+
+Per sample, rules in priority order (the first that fires is *the* rule; all that fired are recorded):
+
+* ``exact``     -- identical to a training image after quantization;
+* ``pearson``   -- aligned pixel Pearson >= calibrated threshold (floor 0.95);
+* ``ssim``      -- aligned SSIM >= calibrated threshold;
+* ``embedding`` -- copy-detection cosine >= calibrated threshold;
+* ``ratio``     -- NN distance ratio < calibrated threshold (ceiling 1/3).
+
+Flagged samples are dropped. Cohort gates (limits in ``privacy.gates``) fail the *model*, not just samples:
+no exact copy may remain in the exported cohort; a flagged share above ``max_flagged_share`` means copying
+beyond the calibrated false-flag rate; DCR share and membership-inference AUC / TPR@1%FPR on the kept cohort.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from .calibrate import Threshold
+
+RULES = ("exact", "pearson", "ssim", "embedding", "ratio")
+_INDEX_KEY = {"pearson": "pearson_index", "ssim": "ssim_index", "embedding": "embedding_index",
+              "ratio": "ratio_index"}
+
+
+def flag_samples(scores: Mapping[str, np.ndarray], exact_match: np.ndarray, labels: np.ndarray,
+                 thresholds: Mapping[str, Threshold]
+                 ) -> tuple[np.ndarray, list[list[str]], np.ndarray, np.ndarray, np.ndarray]:
+    """Apply the rules.
+
+    Args:
+        scores: per-sample scores and matched indices (:func:`~synthgen.privacy.scores.query_scores`).
+        exact_match: ``(N,)`` training index of an exact copy, ``-1`` when none.
+        labels: ``(N,)`` classes (per-class thresholds).
+        thresholds: calibrated thresholds of ``pearson``, ``ssim``, ``embedding``, ``ratio``.
+
+    Returns:
+        ``flags`` ``(N,)`` bool; ``fired`` list of rule lists; ``rule`` ``(N,)`` str (first rule, ``""``);
+        ``matched`` ``(N,)`` int64 training index of that rule (``-1``); ``score`` ``(N,)`` float32 its score
+        (NaN when nothing fired).
+    """
+    n = len(exact_match)
+    fires = {"exact": np.asarray(exact_match) >= 0}
+    for r in RULES[1:]:
+        fires[r] = thresholds[r].fires(scores[r], labels)
+    flags = np.zeros(n, dtype=bool)
+    rule = np.full(n, "", dtype="<U16")
+    matched = np.full(n, -1, dtype=np.int64)
+    score = np.full(n, np.nan, dtype=np.float32)
+    for r in RULES:
+        new = fires[r] & ~flags
+        rule[new] = r
+        matched[new] = exact_match[new] if r == "exact" else scores[_INDEX_KEY[r]][new]
+        score[new] = 1.0 if r == "exact" else scores[r][new]
+        flags |= fires[r]
+    fired = [[r for r in RULES if fires[r][i]] for i in range(n)]
+    return flags, fired, rule, matched, score
+
+
+def _gate(value: float, limit: float, ok: bool, **extra: Any) -> dict:
+    return {"value": None if value is None or not np.isfinite(value) else float(value), "limit": float(limit),
+            "passed": bool(ok), **extra}
+
+
+def cohort_gates(stats: Mapping[str, Any], gates: Mapping[str, Any]) -> dict[str, dict]:
+    """Evaluate the cohort-level gates on the audit statistics (limits: ``privacy.gates``)."""
+    g = {k: gates[k] for k in gates}
+    out: dict[str, dict] = {}
+    exact = stats["exact_copies_after_drop"]
+    out["exact_copies"] = _gate(exact, g.get("max_exact_copies", 0), exact <= g.get("max_exact_copies", 0))
+    share = stats["flagged_share"]
+    lim = float(g.get("max_flagged_share", 0.02))
+    out["flagged_share"] = _gate(share, lim, share <= lim, n_flagged=stats["n_flagged"])
+    if stats.get("n_kept", 1) == 0:
+        out["kept_samples"] = _gate(0, 1, False, note="every sample was flagged")
+    dcr = stats.get("dcr", {})
+    dlim, alpha = float(g.get("dcr_max_share", 0.55)), float(g.get("dcr_alpha", 0.05))
+    share = dcr.get("share", float("nan"))
+    dcr_fail = np.isfinite(share) and share > dlim and dcr.get("p_value", 1.0) < alpha
+    out["dcr"] = _gate(share, dlim, not dcr_fail, p_value=dcr.get("p_value"), alpha=alpha,
+                       rule=f"fail if share > {dlim} and one-sided binomial p < {alpha}")
+    for key in ("mia", "mia_loss"):
+        m = stats.get(key)
+        if not m:
+            continue
+        auc, tpr = m.get("auc", float("nan")), m.get("tpr_at_fpr", float("nan"))
+        alim, tlim = float(g.get("mia_max_auc", 0.6)), float(g.get("mia_max_tpr_at_1pct_fpr", 0.03))
+        out[f"{key}_auc"] = _gate(auc, alim, bool(np.isfinite(auc) and auc <= alim))
+        out[f"{key}_tpr_at_1pct_fpr"] = _gate(tpr, tlim, bool(np.isfinite(tpr) and tpr <= tlim))
+    return out

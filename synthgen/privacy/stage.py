@@ -1,0 +1,124 @@
+"""The pipeline's ``privacy`` stage: audit ``data/generated`` against ``data/prepared`` train + holdout.
+
+Writes (all atomically):
+
+* ``data/audited/cohort.npz``: the kept samples -- every per-sample key of the generated cohort, ``index``
+  ``(N,)`` int64 (row in the generated cohort) and ``privacy_<score>`` ``(N,)`` float32 scores;
+* ``data/audited/cohort.json``: the generated ``cohort.json`` plus a ``privacy`` summary;
+* ``reports/privacy_report.json`` (every flag, thresholds and their calibration), ``metrics/privacy.json``
+  (``dvc metrics``), ``reports/privacy_nearest_pairs.png`` (``dvc plots``).
+
+A failing cohort-level gate fails the stage (exit 1, one line naming the gates) and leaves no audited cohort,
+so export cannot run on it; the report, metrics and PNG are still written for the person who must look.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from ..config import load_config
+from ..data.prepared import load_split
+from ..errors import InputError
+from ..io import atomic_path, save_npz, write_json
+from .inputs import ImageSet, to_float01, to_nchw
+
+log = logging.getLogger(__name__)
+
+SCORE_KEYS = ("pearson", "ssim", "embedding", "ratio")
+
+
+class GateFailed(Exception):
+    """A cohort-level privacy gate failed (the model, not just some samples)."""
+
+
+def _prepared_set(prepared: Path, split: str) -> ImageSet:
+    c = load_split(prepared, split, as_float=True)
+    return ImageSet(c.images, c.labels, c.patient_ids, c.storage_dtype, str(prepared / f"{split}.npz"))
+
+
+def _generated(generated: Path) -> tuple[dict[str, np.ndarray], dict, ImageSet]:
+    npz, meta_p = generated / "cohort.npz", generated / "cohort.json"
+    for p in (npz, meta_p):
+        if not p.exists():
+            raise InputError(p, "missing: run the generate stage first (dvc repro generate)")
+    try:
+        with np.load(npz, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as e:
+        raise InputError(npz, f"not a readable .npz archive: {e}") from None
+    if "images" not in arrays or "labels" not in arrays:
+        raise InputError(npz, f"needs 'images' and 'labels', has {sorted(arrays)}")
+    n = len(arrays["images"])
+    images = to_float01(to_nchw(arrays["images"], npz), npz)
+    s = ImageSet(images, np.asarray(arrays["labels"]).reshape(-1).astype(np.int64),
+                 np.array([f"synthetic#{i}" for i in range(n)]), str(arrays["images"].dtype), str(npz))
+    return arrays, json.loads(meta_p.read_text()), s
+
+
+def run_stage(cfg) -> dict:
+    """Run the stage for a composed config; returns the report. Raises :class:`GateFailed` on a failed gate."""
+    from .audit import run_audit
+    from .report import build_report, metrics_summary, nearest_pairs_png, write_report
+
+    pcfg = OmegaConf.to_container(cfg.privacy, resolve=True)
+    paths = cfg.paths
+    prepared = Path(paths.prepared)
+    meta_prep = json.loads((prepared / "meta.json").read_text()) if (prepared / "meta.json").exists() else {}
+    train, holdout = _prepared_set(prepared, "train"), _prepared_set(prepared, "holdout")
+    arrays, gen_meta, synthetic = _generated(Path(paths.generated))
+    result = run_audit(train, holdout, synthetic, pcfg)
+    class_names = gen_meta.get("class_names") or meta_prep.get("class_names")
+    report = build_report(result, train, holdout, synthetic, class_names, timings=False)
+    log.info("privacy audit timings (s): %s", {k: round(v, 1) for k, v in result.timings.items()})
+    reports, metrics = Path(paths.reports), Path(paths.metrics)
+    write_report(reports / "privacy_report.json", report)
+    write_json(metrics / "privacy.json", metrics_summary(report))
+    nearest_pairs_png(reports / "privacy_nearest_pairs.png", result, train, synthetic,
+                      int(pcfg.get("report", {}).get("top_pairs", 16)))
+    audited = Path(paths.audited)
+    if not result.passed:
+        if audited.exists():  # never leave an older audited cohort for export to pick up
+            shutil.rmtree(audited)
+        raise GateFailed(f"privacy gate failed: {report['failed_gates']} "
+                         f"({report['cohort']['n_flagged']} of {len(synthetic)} samples flagged); "
+                         f"see {reports / 'privacy_report.json'}")
+    kept = np.flatnonzero(~result.flags)
+    n = len(synthetic)
+    out = {k: v[kept] for k, v in arrays.items() if v.ndim >= 1 and len(v) == n}
+    out["index"] = kept.astype(np.int64)
+    for k in SCORE_KEYS:
+        out[f"privacy_{k}"] = result.scores[k][kept].astype(np.float32)
+    summary = {"passed": True, "n_generated": n, "n_kept": int(len(kept)), "n_flagged": int(result.flags.sum()),
+               "flagged_by_rule": report["cohort"]["first_rule"],
+               "thresholds": {k: v["overall"] for k, v in report["thresholds"].items()},
+               "gates": report["gates"], "report": str(reports / "privacy_report.json")}
+    with atomic_path(audited) as tmp:
+        tmp.mkdir(parents=True)
+        save_npz(tmp / "cohort.npz", **out)
+        write_json(tmp / "cohort.json", {**gen_meta, "privacy": summary})
+    log.info("privacy: kept %d of %d samples -> %s", len(kept), n, audited)
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``pipelines/privacy.py``: 0 pass, 1 gate failed, 2 bad input."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        report = run_stage(load_config(argv))
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except GateFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"privacy gate passed: kept {report['cohort']['n_kept']} of {report['cohort']['n_synthetic']}")
+    return 0
