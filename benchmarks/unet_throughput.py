@@ -84,6 +84,26 @@ def train_step_fn(model: nn.Module, fn: Callable, x: torch.Tensor, t: torch.Tens
     return step
 
 
+def machine() -> dict:
+    """CPU model, core count and library versions of this run."""
+    import os
+
+    import diffusers
+    import monai
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "monai": monai.__version__,
+            "diffusers": diffusers.__version__, "python": platform.python_version(),
+            "load_avg_1min_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+
+
 def run(channels: list[int], blocks: int, batch: int = 64, size: int = 28, in_ch: int = 3, classes: int = 8,
         steps: int = 3, repeats: int = 5, warmup: int = 2, bf16: bool = True, threads: int | None = None) -> dict:
     if threads:
@@ -100,6 +120,12 @@ def run(channels: list[int], blocks: int, batch: int = 64, size: int = 28, in_ch
     t = torch.randint(0, 1000, (batch,))
     y = torch.randint(0, classes + 1, (batch,))
     fns = {name: train_step_fn(m.train(), fn, x, t, y, bf16) for name, (m, fn, _) in models.items()}
+    if bf16:  # does bf16 autocast pay for our UNet? (a separate copy, same weights, in float32)
+        import copy
+
+        fp32 = copy.deepcopy(ref)
+        models["ours_fp32"] = (fp32, lambda x_, t_, y_: fp32(x_, t_, y_), "ours without autocast")
+        fns["ours_fp32"] = train_step_fn(fp32.train(), models["ours_fp32"][1], x, t, y, False)
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -112,13 +138,12 @@ def run(channels: list[int], blocks: int, batch: int = 64, size: int = 28, in_ch
             rates[name].append(batch * steps / (time.perf_counter() - t0))
     out = {"case": "unet_train_throughput", "batch": batch, "image": [in_ch, size, size], "bf16": bf16,
            "threads": torch.get_num_threads(), "steps_per_repeat": steps, "repeats": repeats, "warmup": warmup,
-           "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__},
-           "models": {}}
+           "machine": machine(), "models": {}}
     for name, (m, _, cfg) in models.items():
         r = rates[name]
         out["models"][name] = {"config": cfg, "params": count_parameters(m), "images_per_s_median": statistics.median(r),
                                "images_per_s_min": min(r), "images_per_s_max": max(r)}
-        if name != "ours":
+        if name != "ours":  # ratio > 1: ours is faster
             ratios = [a / b for a, b in zip(rates["ours"], r)]
             out["models"][name].update(ours_ratio_median=statistics.median(ratios), ours_ratio_min=min(ratios),
                                        ours_ratio_max=max(ratios))
