@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -90,8 +91,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--n-sample", type=int, default=256, help="images per timed sampler run")
     p.add_argument("--extra", nargs="*", default=[], help="more sampler:steps:guidance to time, e.g. dpmpp:10:2")
+    p.add_argument("--only-extra", action="store_true", help="time only the --extra samplers")
     p.add_argument("--classifier", action="store_true", help="fidelity proxy with a real-trained CNN")
     p.add_argument("--flip", action="store_true", help="random horizontal flips while training")
+    p.add_argument("--ckpt", default=None, help="skip training: sample from this checkpoint")
     p.add_argument("--out", default="/tmp/ddpm_quick")
     p.add_argument("overrides", nargs="*", help="model hyperparameters, e.g. lr=0.001 channels=[48,96,96]")
     a = p.parse_args()
@@ -118,20 +121,26 @@ def main() -> None:
 
     dl = torch.utils.data.DataLoader(Flip(), batch_size=a.batch, shuffle=True, drop_last=True,
                                      generator=torch.Generator().manual_seed(0))
-    trainer = L.Trainer(max_time={"seconds": int(a.minutes * 60)}, max_epochs=-1, accelerator="cpu", devices=1,
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False)
-    t0 = time.perf_counter()
-    trainer.fit(model, dl)
-    train_s = time.perf_counter() - t0
-    trainer.save_checkpoint(out / "model.ckpt")
-    res = {"threads": torch.get_num_threads(), "hparams": {k_: v for k_, v in dict(model.hparams).items()
-                                                          if k_ != "class_names"},
-           "params": sum(p_.numel() for p_ in model.net.parameters()), "train_seconds": train_s,
-           "optimizer_steps": trainer.global_step,
-           "train_images_per_s": trainer.global_step * a.batch / train_s,
-           "final_train_loss": float(trainer.callback_metrics.get("train/loss_epoch", float("nan"))),
-           "sampling": {}}
+    # Wall-clock rates depend on how busy the machine is; rates per CPU-second of this process do not
+    # (much): on an idle machine with T threads, wall rate ~ T * per-CPU-second rate at best.
+    res: dict = {"threads": torch.get_num_threads(), "load_avg_1min_at_start": os.getloadavg()[0]}
+    if a.ckpt:
+        model = DiffusionModule.load_from_checkpoint(a.ckpt, weights_only=True)
+        res["checkpoint"] = a.ckpt
+    else:
+        trainer = L.Trainer(max_time={"seconds": int(a.minutes * 60)}, max_epochs=-1, accelerator="cpu",
+                            devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False)
+        t0, c0 = time.perf_counter(), time.process_time()
+        trainer.fit(model, dl)
+        train_s, train_cpu = time.perf_counter() - t0, time.process_time() - c0
+        trainer.save_checkpoint(out / "model.ckpt")
+        res.update(train_seconds=train_s, optimizer_steps=trainer.global_step,
+                   train_images_per_s=trainer.global_step * a.batch / train_s, train_cpu_seconds=train_cpu,
+                   train_images_per_cpu_s=trainer.global_step * a.batch / train_cpu,
+                   final_train_loss=float(trainer.callback_metrics.get("train/loss_epoch", float("nan"))))
+    res.update(hparams={k_: v for k_, v in dict(model.hparams).items() if k_ != "class_names"},
+               params=sum(p_.numel() for p_ in model.net.parameters()), sampling={})
     print(json.dumps({k_: v for k_, v in res.items() if k_ != "hparams"}), flush=True)
 
     clf = None
@@ -146,17 +155,18 @@ def main() -> None:
 
     labels = torch.arange(a.n_sample) % k
     seeds = torch.arange(a.n_sample) + 10_000
-    runs = [("dpmpp", 10, 1.0), ("dpmpp", 20, 1.0), ("ddim", 25, 1.0), ("ddim", 50, 1.0)]
+    runs = [] if a.only_extra else [("dpmpp", 10, 1.0), ("dpmpp", 20, 1.0), ("ddim", 25, 1.0), ("ddim", 50, 1.0)]
     for e in a.extra:
         s, n, g = e.split(":")
         runs.append((s, int(n), float(g)))
     model.generate(labels[:8], seeds[:8], sampler="dpmpp", steps=2)  # warm-up
     for sampler, steps, g in runs:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         imgs = model.generate(labels, seeds, sampler=sampler, steps=steps, guidance=g)
-        dt = time.perf_counter() - t0
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
         key = f"{sampler}-{steps}-g{g:g}"
-        res["sampling"][key] = {"images_per_s": a.n_sample / dt, "seconds": dt}
+        res["sampling"][key] = {"images_per_s": a.n_sample / dt, "seconds": dt,
+                                "images_per_cpu_s": a.n_sample / dc, "load_avg_1min": os.getloadavg()[0]}
         if clf is not None:
             res["sampling"][key]["real_classifier_acc"] = accuracy(clf, imgs, labels)
         grid_png(out / f"grid_{key}.png", train.images, train.labels, imgs, labels, k)
