@@ -177,7 +177,7 @@ def test_samplers_agree_with_many_steps(trained):
     dpm = trained.generate(labels, seeds, sampler="dpmpp", steps=200)
     coarse = trained.generate(labels, seeds, sampler="dpmpp", steps=3)
     err = (ddim - dpm).abs().mean()
-    assert err < 0.05, err
+    assert err < 0.01, err  # measured 0.0012 (3-step DPM-Solver++: 0.018)
     assert err < (ddim - coarse).abs().mean()
 
 
