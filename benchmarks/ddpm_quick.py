@@ -31,9 +31,9 @@ from synthgen.models.diffusion import DiffusionModule
 
 
 def build(meta_classes: list[str], shape: tuple[int, int, int], overrides: list[str]) -> DiffusionModule:
-    cfg = OmegaConf.load(PROJECT_ROOT / "conf" / "model" / "ddpm.yaml")
-    cfg.merge_with_dotlist(overrides)
-    kw = OmegaConf.to_container(cfg, resolve=True)
+    root = OmegaConf.create({"seed": 0, "model": OmegaConf.load(PROJECT_ROOT / "conf" / "model" / "ddpm.yaml")})
+    root.merge_with_dotlist([f"model.{o}" for o in overrides])
+    kw = OmegaConf.to_container(root, resolve=True)["model"]
     kw.pop("_target_")
     return DiffusionModule(meta_classes, shape, **kw)
 

@@ -45,6 +45,10 @@ class DiffusionModule(GeneratorModule):
         ema_decay: decay of the weight EMA used for sampling.
         autocast: run the network under bf16 autocast.
         max_batch: largest batch one network call sees in :meth:`generate` (memory bound only).
+        seed: seeds the training noise: step ``n`` on rank ``r`` draws its timesteps, noise and label
+            dropout from a generator seeded by ``(seed, n, r)``, never from global RNG state or the batch
+            index (Lightning renumbers batches after a mid-epoch resume), so a resumed run draws the same
+            noise as an uninterrupted one (micro-batches accumulated into one step share one draw).
         name: generator name recorded in the generated cohort's metadata.
     """
 
@@ -53,7 +57,7 @@ class DiffusionModule(GeneratorModule):
                  dropout: float = 0.0, prediction_type: str = "v_prediction", num_timesteps: int = 1000,
                  label_dropout: float = 0.1, lr: float = 2e-3, weight_decay: float = 0.0,
                  warmup_steps: int = 100, adam_betas: Sequence[float] = (0.9, 0.99), ema_decay: float = 0.999,
-                 autocast: bool = True, max_batch: int = 512, name: str = "ddpm"):
+                 autocast: bool = True, max_batch: int = 512, seed: int = 0, name: str = "ddpm"):
         super().__init__()
         # Plain Python values only (Hydra passes ListConfig): checkpoints must load with weights_only=True.
         class_names = [str(c) for c in class_names]
@@ -110,10 +114,12 @@ class DiffusionModule(GeneratorModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         images, labels = self._unpack(batch)
-        n = images.shape[0]
-        t = torch.randint(0, self.schedule.num_timesteps, (n,), device=images.device)
-        eps = torch.randn_like(images, dtype=torch.float32)
-        drop = torch.rand(n, device=images.device) < self.hparams.label_dropout
+        n, dev = images.shape[0], images.device
+        g = torch.Generator(device=dev).manual_seed(
+            (int(self.hparams.seed) * 1_000_003 + self.global_step) * 1_009 + self.global_rank)
+        t = torch.randint(0, self.schedule.num_timesteps, (n,), device=dev, generator=g)
+        eps = torch.randn(images.shape, device=dev, generator=g)
+        drop = torch.rand(n, device=dev, generator=g) < self.hparams.label_dropout
         labels = torch.where(drop, torch.full_like(labels, self.null_label), labels.long())
         loss = self.diffusion_loss(images, labels, t, eps).mean()
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
