@@ -172,7 +172,7 @@ class DiffusionModule(GeneratorModule):
         return labels, seeds
 
     @torch.no_grad()
-    def generate(self, labels: torch.Tensor, seeds: torch.Tensor, sampler: str = "dpmpp", steps: int = 20,
+    def generate(self, labels: torch.Tensor, seeds: torch.Tensor, sampler: str = "dpmpp", steps: int = 10,
                  guidance: float = 1.0, use_ema: bool = True) -> torch.Tensor:
         """Sample images for ``labels`` ``(N,)`` and ``seeds`` ``(N,)``.
 
