@@ -1,0 +1,240 @@
+"""Class-conditional diffusion model (``model=ddpm``) as a Lightning module.
+
+Training (images in ``[0, 1]`` from the data loader, mapped to ``[-1, 1]``): draw ``t ~ U{0..T-1}``,
+``eps ~ N(0, I)``, form ``x_t`` with the cosine schedule and regress the network output on the
+prediction target (``eps`` or ``v``, :mod:`synthgen.sampling.schedule`) with a mean squared error. A share
+``label_dropout`` of labels is replaced by the null class so that the same network is also the
+unconditional model that classifier-free guidance needs.
+
+Weights: ``net`` is trained with AdamW (linear warm-up, then constant); ``ema_net`` is an exponential moving
+average of it, updated after every optimizer step with decay ``min(ema_decay, (1 + n) / (10 + n))``
+(``n`` = optimizer steps so far, so early averages are not dominated by the random init). Both live in the
+module's ``state_dict``: the checkpoint holds the EMA weights that sampling and :meth:`denoising_error` use
+and the raw weights and optimizer state that make a resumed run continue exactly.
+
+bf16: with ``autocast=True`` every network call runs under ``torch.autocast(bfloat16)`` (on CPUs with
+AVX-512-BF16/AMX this roughly doubles convolution throughput, see ``benchmarks/unet_throughput.py``); the
+loss, the EMA and all sampler arithmetic stay in float32.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError
+from ..sampling import CosineSchedule, get_sampler, guided_denoiser
+from .base import GeneratorModule, seeded_noise
+from .unet import ClassConditionalUNet
+
+
+class DiffusionModule(GeneratorModule):
+    """Class-conditional DDPM with an attention-free UNet, EMA weights and classifier-free guidance.
+
+    Args:
+        class_names: class names in label order (``K`` classes; label ``K`` is the null class).
+        image_shape: ``(C, H, W)`` of the training images.
+        channels, blocks_per_level, emb_dim, dropout: :class:`~synthgen.models.unet.ClassConditionalUNet`.
+        prediction_type: ``"v_prediction"`` (default) or ``"epsilon"``.
+        num_timesteps: training timesteps ``T`` of the cosine schedule.
+        label_dropout: probability of training a sample with the null label (for guidance).
+        lr, weight_decay, warmup_steps, adam_betas: AdamW with a linear warm-up over ``warmup_steps``.
+        ema_decay: decay of the weight EMA used for sampling.
+        autocast: run the network under bf16 autocast.
+        max_batch: largest batch one network call sees in :meth:`generate` (memory bound only).
+        seed: seeds the training noise: step ``n`` on rank ``r`` draws its timesteps, noise and label
+            dropout from a generator seeded by ``(seed, n, r)``, never from global RNG state or the batch
+            index (Lightning renumbers batches after a mid-epoch resume), so a resumed run draws the same
+            noise as an uninterrupted one (micro-batches accumulated into one step share one draw).
+        name: generator name recorded in the generated cohort's metadata.
+    """
+
+    def __init__(self, class_names: Sequence[str], image_shape: Sequence[int],
+                 channels: Sequence[int] = (32, 64, 64), blocks_per_level: int = 2, emb_dim: int | None = None,
+                 dropout: float = 0.0, prediction_type: str = "v_prediction", num_timesteps: int = 1000,
+                 label_dropout: float = 0.1, lr: float = 2e-3, weight_decay: float = 0.0,
+                 warmup_steps: int = 100, adam_betas: Sequence[float] = (0.9, 0.99), ema_decay: float = 0.999,
+                 autocast: bool = True, max_batch: int = 512, seed: int = 0, name: str = "ddpm"):
+        super().__init__()
+        # Plain Python values only (Hydra passes ListConfig): checkpoints must load with weights_only=True.
+        class_names = [str(c) for c in class_names]
+        image_shape = [int(s) for s in image_shape]
+        channels = [int(c) for c in channels]
+        adam_betas = [float(b) for b in adam_betas]
+        if len(image_shape) != 3:
+            raise ConfigError("model.image_shape", f"expected (C, H, W), got {image_shape}")
+        if len(class_names) < 1 or len(set(class_names)) != len(class_names):
+            raise ConfigError("model.class_names", f"need distinct class names, got {class_names}")
+        if not 0.0 <= label_dropout < 1.0:
+            raise ConfigError("model.label_dropout", f"must be in [0, 1), got {label_dropout}")
+        self.save_hyperparameters()
+        self.class_names = class_names
+        self.image_shape = tuple(image_shape)
+        self.null_label = len(class_names)
+        self.schedule = CosineSchedule(num_timesteps, prediction_type)
+        self.net = ClassConditionalUNet(image_shape[0], len(class_names), channels, blocks_per_level,
+                                        emb_dim, dropout)
+        self.ema_net = copy.deepcopy(self.net).requires_grad_(False)
+        self.sampling_kwargs: dict[str, Any] = {}
+
+    # ----------------------------------------------------------------------------------------- network
+    def _predict(self, net: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Network output ``(N, C, H, W)`` float32 (bf16 autocast inside when enabled)."""
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=bool(self.hparams.autocast)):
+            return net(x, t, y).float()
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Raw (training) network prediction for ``x`` ``(N, C, H, W)`` in ``[-1, 1]``-scale, ``t``, ``y`` ``(N,)``."""
+        return self._predict(self.net, x, t, y)
+
+    def class_index(self, name: str) -> int:
+        """Label of class ``name``; an unknown name raises :class:`ConfigError` listing the known ones."""
+        if name not in self.class_names:
+            raise ConfigError("generate.counts", f"unknown class {name!r}; classes are {', '.join(self.class_names)}")
+        return self.class_names.index(name)
+
+    # ---------------------------------------------------------------------------------------- training
+    @staticmethod
+    def _unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(batch, Mapping):
+            return batch["images"], batch["labels"]
+        images, labels = batch[0], batch[1]
+        return images, labels
+
+    def diffusion_loss(self, images01: torch.Tensor, labels: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
+                       net: torch.nn.Module | None = None) -> torch.Tensor:
+        """Per-sample MSE ``(N,)`` of the prediction target for images ``(N, C, H, W)`` in ``[0, 1]``."""
+        x0 = images01.float() * 2 - 1
+        x_t = self.schedule.add_noise(x0, eps, t)
+        out = self._predict(net if net is not None else self.net, x_t, t, labels)
+        return F.mse_loss(out, self.schedule.target(x0, eps, t), reduction="none").flatten(1).mean(1)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        images, labels = self._unpack(batch)
+        n, dev = images.shape[0], images.device
+        g = torch.Generator(device=dev).manual_seed(
+            (int(self.hparams.seed) * 1_000_003 + self.global_step) * 1_009 + self.global_rank)
+        t = torch.randint(0, self.schedule.num_timesteps, (n,), device=dev, generator=g)
+        eps = torch.randn(images.shape, device=dev, generator=g)
+        drop = torch.rand(n, device=dev, generator=g) < self.hparams.label_dropout
+        labels = torch.where(drop, torch.full_like(labels, self.null_label), labels.long())
+        loss = self.diffusion_loss(images, labels, t, eps).mean()
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """EMA-weight loss on fixed noise and timesteps (seeded by batch index): comparable across epochs."""
+        images, labels = self._unpack(batch)
+        n = images.shape[0]
+        seeds = torch.arange(n, dtype=torch.long) + batch_idx * 1_000_000
+        eps = seeded_noise(seeds, images.shape[1:], device=images.device)
+        g = torch.Generator().manual_seed(batch_idx)
+        t = torch.randint(0, self.schedule.num_timesteps, (n,), generator=g).to(images.device)
+        loss = self.diffusion_loss(images, labels.long(), t, eps, net=self.ema_net).mean()
+        self.log("val/loss", loss, prog_bar=True, on_epoch=True, batch_size=n)
+        return loss
+
+    def configure_optimizers(self) -> dict:
+        hp = self.hparams
+        opt = torch.optim.AdamW(self.net.parameters(), lr=hp.lr, betas=tuple(hp.adam_betas),
+                                weight_decay=hp.weight_decay)
+        warmup = max(1, int(hp.warmup_steps))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.update_ema()
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """``ema <- d * ema + (1 - d) * net`` with ``d = min(ema_decay, (1 + n) / (10 + n))``."""
+        n = self.global_step
+        d = min(float(self.hparams.ema_decay), (1 + n) / (10 + n))
+        ema = list(self.ema_net.parameters()) + list(self.ema_net.buffers())
+        cur = list(self.net.parameters()) + list(self.net.buffers())
+        for e, c in zip(ema, cur):
+            if e.dtype.is_floating_point:
+                e.lerp_(c.detach(), 1 - d)
+            else:
+                e.copy_(c)
+
+    # --------------------------------------------------------------------------------------- sampling
+    def _check(self, labels: Any, seeds: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1).cpu()
+        seeds = torch.as_tensor(seeds, dtype=torch.long).reshape(-1).cpu()
+        if labels.shape != seeds.shape:
+            raise ValueError(f"labels {tuple(labels.shape)} and seeds {tuple(seeds.shape)} differ in length")
+        if labels.numel() and (labels.min() < 0 or labels.max() >= len(self.class_names)):
+            raise ValueError(f"labels must be in [0, {len(self.class_names)}), got {labels.min()}..{labels.max()}")
+        return labels, seeds
+
+    @torch.no_grad()
+    def generate(self, labels: torch.Tensor, seeds: torch.Tensor, sampler: str = "dpmpp", steps: int = 10,
+                 guidance: float = 1.0, use_ema: bool = True) -> torch.Tensor:
+        """Sample images for ``labels`` ``(N,)`` and ``seeds`` ``(N,)``.
+
+        Args:
+            sampler: ``"dpmpp"`` (DPM-Solver++(2M)), ``"ddim"`` or ``"ddpm"`` (ancestral).
+            steps: sampler steps (1..T).
+            guidance: classifier-free guidance scale ``g >= 0`` (0 unconditional, 1 conditional).
+            use_ema: sample with the EMA weights (default) or the raw training weights.
+
+        Returns:
+            ``(N, C, H, W)`` float32 in ``[0, 1]`` on CPU; row ``i`` depends only on ``labels[i]``,
+            ``seeds[i]``, the sampling arguments and the weights (initial latent =
+            ``seeded_noise(seeds, stream=0)``, sampler noise of step ``k`` = stream ``k + 1``).
+        """
+        sample = get_sampler(sampler)
+        labels, seeds = self._check(labels, seeds)
+        net = self.ema_net if use_ema else self.net
+        was_training = net.training
+        net.eval()
+        device = self.device
+        chunks = []
+        try:
+            for lo in range(0, labels.numel(), int(self.hparams.max_batch)):
+                lab = labels[lo:lo + int(self.hparams.max_batch)]
+                sd = seeds[lo:lo + int(self.hparams.max_batch)]
+                x_T = seeded_noise(sd, self.image_shape, device=device, stream=0)
+                denoise = guided_denoiser(lambda x, t, y: self._predict(net, x, t, y), lab.to(device),
+                                          self.null_label, guidance)
+                x0 = sample(denoise, x_T, self.schedule, steps, sd)
+                chunks.append(((x0.clamp(-1, 1) + 1) / 2).float().cpu())
+        finally:
+            net.train(was_training)
+        if not chunks:
+            return torch.empty((0, *self.image_shape))
+        return torch.cat(chunks)
+
+    @torch.no_grad()
+    def denoising_error(self, images01: torch.Tensor, labels: torch.Tensor, timesteps: torch.Tensor,
+                        seeds: torch.Tensor, use_ema: bool = True) -> torch.Tensor:
+        """Per-sample noise-prediction error ``(N,)`` float32 (loss-based membership inference).
+
+        For images ``(N, C, H, W)`` in ``[0, 1]``, labels and integer ``timesteps`` ``(N,)`` in ``[0, T)``:
+        ``mean((eps_hat(x_t, t, y) - eps)^2)`` over pixels, with ``eps = seeded_noise(seeds, stream=0)``
+        and ``eps_hat`` the (EMA) network's noise estimate (converted from v when ``prediction_type`` is v),
+        so the score is comparable across prediction types. Training members tend to score lower.
+        """
+        labels, seeds = self._check(labels, seeds)
+        timesteps = torch.as_tensor(timesteps, dtype=torch.long).reshape(-1)
+        if timesteps.shape != labels.shape:
+            raise ValueError("timesteps must have one entry per image")
+        if timesteps.numel() and (timesteps.min() < 0 or timesteps.max() >= self.schedule.num_timesteps):
+            raise ValueError(f"timesteps must be in [0, {self.schedule.num_timesteps})")
+        net = self.ema_net if use_ema else self.net
+        was_training = net.training
+        net.eval()
+        device = self.device
+        try:
+            x0 = images01.to(device).float() * 2 - 1
+            eps = seeded_noise(seeds, x0.shape[1:], device=device, stream=0)
+            t = timesteps.to(device)
+            x_t = self.schedule.add_noise(x0, eps, t)
+            eps_hat = self.schedule.predict_eps(x_t, self._predict(net, x_t, t, labels.to(device)), t)
+            return (eps_hat - eps).pow(2).flatten(1).mean(1).float().cpu()
+        finally:
+            net.train(was_training)
