@@ -57,8 +57,8 @@ def knn(queries: torch.Tensor, base: torch.Tensor, k: int, chunk_mb: float = 256
         k: neighbours per query (clipped to ``Nb``).
         chunk_mb: budget for one similarity block ``(rows, Nb)`` float32.
         backend: ``"torch"`` (chunked matmul + topk), ``"faiss"`` (``IndexFlatIP``) or ``"auto"``: faiss on
-            CPU when installed (1.6x faster than the chunked matmul at 10k x 10k in
-            ``benchmarks/privacy_scale.py``), torch on a GPU.
+            CPU when installed (at 10k x 10k, ``benchmarks/privacy_scale.py``: 1.0-1.3x faster than the
+            chunked matmul on one thread, 1.6x on two), torch on a GPU.
         device: torch device for the ``torch`` backend.
 
     Returns:
