@@ -1,0 +1,1 @@
+"""Sampling: generation plans (which (label, seed) pairs a cohort holds) and samplers."""
