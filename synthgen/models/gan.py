@@ -87,17 +87,16 @@ class ConditionalGAN(GeneratorModule):
         opt_g, opt_d = self.optimizers()
         n = real.size(0)
 
+        # One generator pass serves both steps: detached for D, then through the updated D for G.
         z = torch.randn(n, self.hparams.z_dim, device=self.device)
-        with torch.no_grad():
-            fake = self.generator(z, y)
-        d_real, d_fake = self._d(real, y), self._d(fake, y)
+        fake = self.generator(z, y)
+        d_real, d_fake = self._d(real, y), self._d(fake.detach(), y)
         loss_d = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(loss_d)
         opt_d.step()
 
-        z = torch.randn(n, self.hparams.z_dim, device=self.device)
-        loss_g = -self._d(self.generator(z, y), y).mean()
+        loss_g = -self._d(fake, y).mean()
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss_g)
         opt_g.step()

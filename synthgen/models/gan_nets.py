@@ -51,7 +51,9 @@ class ConditionalBatchNorm2d(nn.Module):
 
 
 class GBlock(nn.Module):
-    """Residual up-block: CBN-ReLU-up-conv-CBN-ReLU-conv plus an upsampled 1x1 shortcut. Doubles H and W."""
+    """Residual up-block: CBN-ReLU-conv (at the input side) -> up x2 -> CBN-ReLU-conv, plus an upsampled
+    1x1 shortcut. Doubles H and W. The first conv runs before upsampling, which costs a quarter of the
+    usual upsample-then-conv order (CPU budgets)."""
 
     def __init__(self, c_in: int, c_out: int, n_classes: int):
         super().__init__()
@@ -62,9 +64,9 @@ class GBlock(nn.Module):
         self.skip = nn.Conv2d(c_in, c_out, 1)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        h = F.interpolate(F.relu(self.bn1(x, y)), scale_factor=2, mode="nearest")
-        h = self.conv2(F.relu(self.bn2(self.conv1(h), y)))
-        return h + self.skip(F.interpolate(x, scale_factor=2, mode="nearest"))
+        h = F.interpolate(self.conv1(F.relu(self.bn1(x, y))), scale_factor=2, mode="nearest")
+        h = self.conv2(F.relu(self.bn2(h, y)))
+        return h + F.interpolate(self.skip(x), scale_factor=2, mode="nearest")
 
 
 class Generator(nn.Module):
@@ -95,7 +97,8 @@ class Generator(nn.Module):
 
 
 class DBlock(nn.Module):
-    """Spectrally normalised residual down-block (ReLU-conv-ReLU-conv-avgpool + 1x1 shortcut). Halves H, W.
+    """Spectrally normalised residual down-block: (ReLU)-conv -> avgpool -> ReLU-conv, plus a pooled 1x1
+    shortcut. Halves H and W; the second conv runs at the halved size (a quarter of the cost).
 
     ``preactivation=False`` for the first block, which sees raw pixels.
     """
@@ -109,10 +112,8 @@ class DBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.relu(x) if self.pre else x
-        h = self.conv2(F.relu(self.conv1(h)))
-        h = F.avg_pool2d(h, 2)
-        s = self.skip(F.avg_pool2d(x, 2)) if not self.pre else F.avg_pool2d(self.skip(x), 2)
-        return h + s
+        h = self.conv2(F.relu(F.avg_pool2d(self.conv1(h), 2)))
+        return h + self.skip(F.avg_pool2d(x, 2))
 
 
 class ProjectionDiscriminator(nn.Module):
