@@ -109,7 +109,7 @@ class ResumeCheckpoint(L.Callback):
 
     def save(self, trainer: L.Trainer) -> None:
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
         trainer.strategy.barrier("resume_checkpoint")

@@ -76,6 +76,6 @@ def sample_grid(path: str | os.PathLike, class_names: Sequence[str], real: np.nd
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", metadata={"Software": None})
+        fig.savefig(tmp, format="png", metadata={"Software": None}, bbox_inches="tight", pad_inches=0.1)
     plt.close(fig)
     return path
