@@ -1,0 +1,54 @@
+"""The README's rare-class sweep recipe runs through `dvc exp run --queue` on a tiny copy of the repo."""
+
+import json
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from conftest import REPO, make_medmnist_npz
+
+
+def _run(cmd, cwd, timeout=300):
+    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, shell=isinstance(cmd, str))
+    assert r.returncode == 0, f"{cmd}: {r.stdout[-1500:]}\n{r.stderr[-1500:]}"
+    return r.stdout
+
+
+@pytest.mark.slow
+def test_queued_rare_class_sweep(tmp_path):
+    if shutil.which("dvc") is None or shutil.which("git") is None:
+        pytest.skip("dvc or git not installed")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("conf", "pipelines", "synthgen"):
+        shutil.copytree(REPO / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
+        shutil.copy(REPO / name, repo / name)
+    make_medmnist_npz(repo / "toy.npz", n=60, size=16, channels=1)
+    _run("git init -q && git config user.email t@t && git config user.name t && dvc init -q "
+         "&& dvc config core.analytics false && dvc config hydra.enabled true", repo)
+    _run("git add -A && git commit -qm init", repo)
+    _run(["dvc", "exp", "run", "prepare", "--queue", "-S", "data.path=toy.npz", "-S", "data.classes=[a,b,c]",
+          "-S", "data.image_size=16", "-S", "data.rare.classes=[b]", "-S", "data.rare.keep=2,4",
+          "-S", "++generate.counts.b=10"], repo)
+    _run(["dvc", "queue", "start", "-j", "1"], repo)
+    deadline = time.time() + 400
+    try:
+        while time.time() < deadline:
+            status = _run(["dvc", "queue", "status"], repo)
+            if "Queued" not in status and "Running" not in status:
+                break
+            time.sleep(5)
+        assert "Failed" not in status, status
+        rows = json.loads(_run(["dvc", "exp", "show", "--json"], repo))
+    finally:
+        subprocess.run(["dvc", "queue", "stop", "--kill"], cwd=repo, capture_output=True)
+    seen = set()
+    for row in rows:
+        for exp in row.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                params = rev["data"]["params"]["params.yaml"]["data"]
+                seen.add((params["data"]["rare"]["keep"], params["generate"]["counts"]["b"]))
+    assert seen == {(2, 10), (4, 10)}
