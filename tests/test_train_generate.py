@@ -2,6 +2,7 @@
 byte-identical cohort, any GeneratorModule subclass, clear errors, and 2 processes = 1 process."""
 
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -118,22 +119,27 @@ def test_any_generator_module_loads_and_generates(trained, tmp_path):
     assert means[0] < means[1] < means[2]
 
 
+def _train_forever(ov):  # runs in a forked child; killed by the test
+    train(compose([*ov, "trainer.max_steps=100000"]))
+
+
 def test_resume_after_kill(tmp_path):
     make_medmnist_npz(tmp_path / "toy.npz", n=48, size=16, channels=3)
     prepare(compose(overrides(tmp_path)))
     ov = overrides(tmp_path, "train.checkpoint_every_n_batches=3")
-    proc = subprocess.Popen([sys.executable, str(REPO / "pipelines" / "train.py"), *ov, "trainer.max_steps=100000"],
-                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    # A forked child (a real process, killed with SIGKILL mid-run, possibly mid-write) saves re-importing.
+    child = multiprocessing.get_context("fork").Process(target=_train_forever, args=(ov,), daemon=True)
+    child.start()
     last = tmp_path / "models" / "last.ckpt"
     try:
         deadline = time.time() + 240
-        while not last.exists() and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.5)
-        assert last.exists(), proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "no checkpoint"
-        time.sleep(1.0)
+        while not last.exists() and time.time() < deadline and child.is_alive():
+            time.sleep(0.2)
+        assert last.exists(), f"no checkpoint (child exit code {child.exitcode})"
+        time.sleep(0.5)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # killed mid-run, possibly mid-write
-        proc.wait()
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
     step = int(torch.load(last, map_location="cpu", weights_only=False)["global_step"])
     assert step > 0 and step % 6 == 0  # whole batches, saved every 3 batches
     m = train(compose([*ov, f"trainer.max_steps={step + 4}"]))

@@ -128,9 +128,9 @@ class ResumeCheckpoint(L.Callback):
         checkpoint["synthgen"] = synthgen_block(pl_module, self.resume_key)  # type: ignore[arg-type]
 
 
-def resume_path(path: str | os.PathLike, resume_key: str) -> Path | None:
-    """``path`` if it is a readable resume checkpoint with the same ``resume_key``, else None (with the
-    reason logged by the caller's logger via the returned None)."""
+def resume_state(path: str | os.PathLike, resume_key: str) -> tuple[Path, int] | None:
+    """``(path, global_step)`` when ``path`` is a readable resume checkpoint tagged with ``resume_key``;
+    None when it is missing, unreadable (e.g. a foreign file) or belongs to another config."""
     path = Path(path)
     if not path.is_file():
         return None
@@ -139,4 +139,6 @@ def resume_path(path: str | os.PathLike, resume_key: str) -> Path | None:
     except Exception:
         return None
     meta = ckpt.get("synthgen", {}) if isinstance(ckpt, dict) else {}
-    return path if meta.get("resume_key") == resume_key else None
+    if meta.get("resume_key") != resume_key:
+        return None
+    return path, int(ckpt.get("global_step", 0))

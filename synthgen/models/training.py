@@ -29,7 +29,7 @@ from ..data.prepared import load_meta, load_split
 from ..errors import ConfigError, InputError
 from ..io import dumps_json, sha256_file, write_json
 from .base import GeneratorModule
-from .checkpoints import ResumeCheckpoint, class_path, resume_path, save_generator
+from .checkpoints import ResumeCheckpoint, class_path, resume_state, save_generator
 from .curves import LossCurve
 
 log = logging.getLogger(__name__)
@@ -103,9 +103,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     models_dir.mkdir(parents=True, exist_ok=True)
     key = resume_key(cfg, prepared / "train.npz")
     last = models_dir / "last.ckpt"
-    ckpt_path = resume_path(last, key) if cfg.train.get("resume", True) else None
-    if last.exists() and ckpt_path is None:
-        log.info("%s belongs to another config or is unreadable: training from scratch", last)
+    state = resume_state(last, key) if cfg.train.get("resume", True) else None
+    ckpt_path, start_step = state if state else (None, 0)
+    if state:
+        log.info("resuming from %s at global step %d", ckpt_path, start_step)
+    elif last.exists():
+        log.info("%s belongs to another config, is unreadable or resume is off: training from scratch", last)
 
     every_n = cfg.train.get("checkpoint_every_n_batches")
     saver = ResumeCheckpoint(last, key, every_s=cfg.train.get("checkpoint_every_s", 60),
@@ -118,10 +121,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     train_dl = _loader(train_set.images, train_set.labels, batch_size, True, int(cfg.seed), workers, True)
     val_dl = _loader(val_set.images, val_set.labels, batch_size, False, int(cfg.seed), workers, False) \
         if len(val_set) else None
-    start_step = 0
-    if ckpt_path is not None:
-        start_step = int(torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)["global_step"])
-        log.info("resuming from %s at global step %d", ckpt_path, start_step)
     t_fit = time.perf_counter()
     trainer.fit(model, train_dataloaders=train_dl, val_dataloaders=val_dl,
                 ckpt_path=str(ckpt_path) if ckpt_path else None)
