@@ -162,3 +162,16 @@ def test_two_processes_give_the_same_cohort(trained, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     for f in ("cohort.npz", "cohort.json"):
         assert (two_dir / f).read_bytes() == (one / f).read_bytes(), f
+
+
+def test_training_is_deterministic_for_a_seed(trained, tmp_path):
+    ov = overrides(trained, f"paths.models={tmp_path / 'models'}", f"paths.metrics={tmp_path}",
+                   f"paths.reports={tmp_path}", "trainer.max_steps=8")
+    train(compose(ov))
+    a, _ = load_generator(trained / "models" / "generator.ckpt")
+    b, _ = load_generator(tmp_path / "models" / "generator.ckpt")
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), name
+    train(compose([*ov, "seed=1", f"paths.models={tmp_path / 'other'}"]))
+    c, _ = load_generator(tmp_path / "other" / "generator.ckpt")
+    assert not torch.equal(c.generator_ema.fc.weight, a.generator_ema.fc.weight)
