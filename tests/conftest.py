@@ -4,6 +4,8 @@ tests that need it skip cleanly when it is absent."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -47,4 +49,30 @@ def make_medmnist_npz(path: Path, n: int = 40, size: int = 28, channels: int = 1
         x += (y[:, 0] * 60).astype(np.uint8).reshape((k,) + (1,) * (x.ndim - 1))
         arrays[f"{split}_images"], arrays[f"{split}_labels"] = x, y
     np.savez(path, **arrays)
+    return path
+
+
+def run_prepare(*overrides: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """``python pipelines/prepare.py <overrides>`` in a subprocess, the way a user runs the stage."""
+    return subprocess.run([sys.executable, str(REPO / "pipelines" / "prepare.py"), *overrides],
+                          cwd=cwd, capture_output=True, text=True)
+
+
+def expect_prepare_error(tmp_path: Path, overrides: list[str], named: str | Path, needle: str) -> str:
+    """Run the prepare stage on bad input and assert the bad-input contract: exit != 0, exactly one
+    stderr line that names ``named`` and contains ``needle``, and no output folder (or temp) left behind.
+    Returns the error line."""
+    out = tmp_path / "out"
+    r = run_prepare(*overrides, f"paths.prepared={out}")
+    assert r.returncode != 0
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and str(named) in err[0] and needle in err[0], r.stderr
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+    return err[0]
+
+
+def write_labels(path: Path, rows: list[tuple], header: str = "path,label,patient_id") -> Path:
+    """A labels CSV with ``header`` and one line per tuple."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join([header] + [",".join(str(v) for v in r) for r in rows]) + "\n", encoding="utf-8")
     return path

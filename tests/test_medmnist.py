@@ -5,16 +5,11 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import CHECK_CONTRACTS, REPO, make_medmnist_npz
+from conftest import CHECK_CONTRACTS, REPO, expect_prepare_error, make_medmnist_npz, run_prepare
 from synthgen.config import compose
 from synthgen.data.medmnist import MedMNISTReader
 from synthgen.data.prepare import prepare
 from synthgen.data.prepared import load_split
-
-
-def _prepare_cmd(*overrides, cwd):
-    return subprocess.run([sys.executable, str(REPO / "pipelines" / "prepare.py"), *overrides],
-                          cwd=cwd, capture_output=True, text=True)
 
 
 def test_reader_on_real_bloodmnist(bloodmnist):
@@ -52,8 +47,8 @@ def test_prepare_is_byte_identical_and_rare_cut(tmp_path):
 
 def test_stage_script_runs_by_hand_with_overrides(tmp_path):
     src = make_medmnist_npz(tmp_path / "toy.npz", channels=3)
-    r = _prepare_cmd("data=medmnist", f"data.path={src}", "data.image_size=16",
-                     f"paths.prepared={tmp_path / 'out'}", cwd=REPO)
+    r = run_prepare("data=medmnist", f"data.path={src}", "data.image_size=16",
+                     f"paths.prepared={tmp_path / 'out'}")
     assert r.returncode == 0, r.stderr
     assert load_split(tmp_path / "out", "train").images.shape[1:] == (3, 16, 16)
 
@@ -61,12 +56,7 @@ def test_stage_script_runs_by_hand_with_overrides(tmp_path):
 # --- bad input: one line naming the file, exit != 0, nothing left behind ---------------------------
 
 def _expect_error(tmp_path, src, needle):
-    out = tmp_path / "out"
-    r = _prepare_cmd("data=medmnist", f"data.path={src}", f"paths.prepared={out}", cwd=REPO)
-    assert r.returncode != 0
-    err = r.stderr.strip().splitlines()
-    assert len(err) == 1 and str(src) in err[0] and needle in err[0], r.stderr
-    assert not out.exists() and not list(tmp_path.glob(".out*"))
+    expect_prepare_error(tmp_path, ["data=medmnist", f"data.path={src}"], src, needle)
 
 
 def test_truncated_npz(tmp_path):
@@ -94,9 +84,9 @@ def test_npz_nan_pixels(tmp_path):
 def test_previous_output_survives_a_failed_run(tmp_path):
     good = make_medmnist_npz(tmp_path / "good.npz")
     out = tmp_path / "out"
-    assert _prepare_cmd("data=medmnist", f"data.path={good}", f"paths.prepared={out}", cwd=REPO).returncode == 0
+    assert run_prepare("data=medmnist", f"data.path={good}", f"paths.prepared={out}").returncode == 0
     before = (out / "train.npz").read_bytes()
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
-    assert _prepare_cmd("data=medmnist", f"data.path={bad}", f"paths.prepared={out}", cwd=REPO).returncode != 0
+    assert run_prepare("data=medmnist", f"data.path={bad}", f"paths.prepared={out}").returncode != 0
     assert (out / "train.npz").read_bytes() == before

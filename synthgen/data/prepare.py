@@ -26,6 +26,10 @@ def build_reader(data_cfg: DictConfig) -> Any:
     """Instantiate the reader named by ``data._target_`` with the group's reader keys."""
     from hydra.utils import instantiate
 
+    missing = [k for k in data_cfg if k not in _STAGE_KEYS and OmegaConf.is_missing(data_cfg, k)]
+    if missing:
+        raise ConfigError(f"data.{missing[0]}", f"required for data={data_cfg.get('name', '?')}: "
+                                                f"pass data.{missing[0]}=... (see conf/data/)")
     reader_cfg = {k: v for k, v in OmegaConf.to_container(data_cfg, resolve=True).items()
                   if k not in _STAGE_KEYS}
     if "_target_" not in reader_cfg:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 
 def pad_to_square(image: np.ndarray) -> np.ndarray:
@@ -28,6 +26,10 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
     image = pad_to_square(np.asarray(image, dtype=np.float32))
     if image.shape[-1] == size:
         return image
+    # Imported here: torch takes seconds to import, and a stage that fails on bad input should say so fast.
+    import torch
+    import torch.nn.functional as F
+
     t = torch.from_numpy(np.ascontiguousarray(image))[None]
     out = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return out[0].clamp_(0.0, 1.0).numpy()
