@@ -67,12 +67,12 @@ def test_counts_alone_may_name_every_class():
 def test_rare_class_sweep_overrides_compose():
     # The README recipe: dvc exp run --queue -S 'data.rare.keep=20,50,200' -S '++generate.counts.basophil=1000'
     for keep in (20, 50, 200):
-        cfg = compose(["data.path=/x.npz", "data.rare.classes=[basophil]", f"data.rare.keep={keep}",
-                       "++generate.counts.basophil=1000", "model=cgan", "trainer=cpu"])
+        cfg = compose(["data=medmnist", "data.path=/x.npz", "data.rare.classes=[basophil]",
+                       f"data.rare.keep={keep}", "++generate.counts.basophil=1000", "model=cgan", "trainer=cpu"])
         assert cfg.data.rare.keep == keep and cfg.generate.counts.basophil == 1000
         counts = class_counts_from_config(cfg.generate, ["basophil", "eosinophil"])
         assert counts == {"basophil": 1000, "eosinophil": cfg.generate.per_class}
     for group in ("trainer=gpu", "trainer=ddp"):
-        cfg = compose(["data.path=/x.npz", group])
+        cfg = compose(["data=medmnist", "data.path=/x.npz", group])
         assert cfg.trainer.accelerator == "gpu" and cfg.generate.accelerator == "gpu"
-    assert compose(["data.path=/x.npz", "trainer=ddp"]).trainer.strategy == "ddp"
+    assert compose(["data=medmnist", "data.path=/x.npz", "trainer=ddp"]).trainer.strategy == "ddp"
