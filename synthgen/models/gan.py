@@ -47,8 +47,8 @@ class ConditionalGAN(GeneratorModule):
 
     def __init__(self, class_names: Sequence[str], image_shape: Sequence[int], z_dim: int = 64,
                  g_width: int = 32, d_width: int = 32, embed_dim: int = 32, lr_g: float = 2e-4,
-                 lr_d: float = 2e-4, betas: Sequence[float] = (0.0, 0.99), ema_decay: float = 0.999,
-                 diffaugment: str = "color,translation,cutout", standing_stats_batches: int = 16) -> None:
+                 lr_d: float = 4e-4, betas: Sequence[float] = (0.0, 0.99), ema_decay: float = 0.999,
+                 diffaugment: str = "color,translation", standing_stats_batches: int = 16) -> None:
         super().__init__()
         self.class_names = [str(c) for c in class_names]
         c, h, w = (int(v) for v in image_shape)
