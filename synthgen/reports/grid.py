@@ -11,9 +11,8 @@ import numpy as np
 from ..io import atomic_path
 
 
-def _tile(images: np.ndarray, columns: int, pad: int) -> np.ndarray:
-    """``(n <= columns, C, H, W)`` float in ``[0, 1]`` -> ``(H, columns * (W + pad), 3)``; empty slots white."""
-    c, h, w = images.shape[1:] if len(images) else (3, 1, 1)
+def _tile(images: np.ndarray, columns: int, pad: int, h: int, w: int) -> np.ndarray:
+    """``(n <= columns, C, h, w)`` float in ``[0, 1]`` -> ``(h, columns * (w + pad), 3)``; empty slots white."""
     row = np.ones((h, columns * (w + pad), 3), np.float32)
     for i, img in enumerate(images[:columns]):
         rgb = np.repeat(img[:1], 3, 0) if img.shape[0] != 3 else img
@@ -50,10 +49,10 @@ def sample_grid(path: str | os.PathLike, class_names: Sequence[str], real: np.nd
     bands, ticks, names = [], [], []
     y = 0
     for c, name in enumerate(class_names):
-        parts = [("real", _tile(real[real_idx[c]], columns, pad))]
+        parts = [("real", _tile(real[real_idx[c]], columns, pad, h, w))]
         for r in range(rows):
-            parts.append(("synthetic" if r == 0 else "", _tile(synthetic[syn_idx[c][r * columns:(r + 1) * columns]],
-                                                             columns, pad)))
+            rows_c = synthetic[syn_idx[c][r * columns:(r + 1) * columns]]
+            parts.append(("synthetic" if r == 0 else "", _tile(rows_c, columns, pad, h, w)))
         for label, strip in parts:
             bands.append(strip)
             bands.append(np.ones((pad, strip.shape[1], 3), np.float32))
