@@ -32,25 +32,22 @@ def upsampling_plan(side: int) -> tuple[int, int]:
 
 
 class ConditionalBatchNorm2d(nn.Module):
-    """BatchNorm without affine parameters, then a scale and shift predicted from a conditioning vector
-    (BigGAN style: ``c = [class embedding, z]``, so both the class and the latent steer every block, which
-    keeps samples of one class diverse).
+    """BatchNorm without affine parameters, followed by a per-class scale and shift.
 
-    ``forward(x (N, C, H, W), c (N, cond_dim)) -> (N, C, H, W)``; ``gain = 1 + W_g c``, ``bias = W_b c``
-    with ``W_g, W_b`` initialised to 0 (plain BatchNorm at the start).
+    ``forward(x (N, C, H, W), y (N,) int64) -> (N, C, H, W)``; gain initialised to 1, bias to 0.
     """
 
-    def __init__(self, channels: int, cond_dim: int):
+    def __init__(self, channels: int, n_classes: int):
         super().__init__()
         self.bn = nn.BatchNorm2d(channels, affine=False)
-        self.gain = nn.Linear(cond_dim, channels, bias=False)
-        self.bias = nn.Linear(cond_dim, channels, bias=False)
-        nn.init.zeros_(self.gain.weight)
+        self.gain = nn.Embedding(n_classes, channels)
+        self.bias = nn.Embedding(n_classes, channels)
+        nn.init.ones_(self.gain.weight)
         nn.init.zeros_(self.bias.weight)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         h = self.bn(x)
-        return h * (1 + self.gain(c))[:, :, None, None] + self.bias(c)[:, :, None, None]
+        return h * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
 
 
 class GBlock(nn.Module):
@@ -58,17 +55,17 @@ class GBlock(nn.Module):
     1x1 shortcut. Doubles H and W. The first conv runs before upsampling, which costs a quarter of the
     usual upsample-then-conv order (CPU budgets)."""
 
-    def __init__(self, c_in: int, c_out: int, cond_dim: int):
+    def __init__(self, c_in: int, c_out: int, n_classes: int):
         super().__init__()
-        self.bn1 = ConditionalBatchNorm2d(c_in, cond_dim)
+        self.bn1 = ConditionalBatchNorm2d(c_in, n_classes)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.bn2 = ConditionalBatchNorm2d(c_out, cond_dim)
+        self.bn2 = ConditionalBatchNorm2d(c_out, n_classes)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
         self.skip = nn.Conv2d(c_in, c_out, 1)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        h = F.interpolate(self.conv1(F.relu(self.bn1(x, c))), scale_factor=2, mode="nearest")
-        h = self.conv2(F.relu(self.bn2(h, c)))
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = F.interpolate(self.conv1(F.relu(self.bn1(x, y))), scale_factor=2, mode="nearest")
+        h = self.conv2(F.relu(self.bn2(h, y)))
         return h + F.interpolate(self.skip(x), scale_factor=2, mode="nearest")
 
 
@@ -76,7 +73,8 @@ class Generator(nn.Module):
     """``(z (N, z_dim), y (N,) int64) -> (N, C, S, S)`` in ``(-1, 1)`` (tanh).
 
     Channels: ``width * 2**(k - i)`` at step ``i`` (e.g. 28 px, width 32: 128 @ 7, 64 @ 14, 32 @ 28).
-    ``c = [embed(y), z]`` enters the first linear layer and every block's conditional BatchNorm.
+    The class enters every block through conditional BatchNorm and the input through a shared embedding
+    concatenated to ``z``.
     """
 
     def __init__(self, z_dim: int, n_classes: int, channels: int, side: int, width: int = 32,
@@ -87,15 +85,14 @@ class Generator(nn.Module):
         self.z_dim, self.c0 = z_dim, chans[0]
         self.embed = nn.Embedding(n_classes, embed_dim)
         self.fc = nn.Linear(z_dim + embed_dim, chans[0] * self.base * self.base)
-        self.blocks = nn.ModuleList(GBlock(chans[i], chans[i + 1], z_dim + embed_dim) for i in range(steps))
+        self.blocks = nn.ModuleList(GBlock(chans[i], chans[i + 1], n_classes) for i in range(steps))
         self.bn_out = nn.BatchNorm2d(chans[-1])
         self.conv_out = nn.Conv2d(chans[-1], channels, 3, padding=1)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        c = torch.cat([self.embed(y), z], dim=1)
-        h = self.fc(c).view(-1, self.c0, self.base, self.base)
+        h = self.fc(torch.cat([z, self.embed(y)], dim=1)).view(-1, self.c0, self.base, self.base)
         for block in self.blocks:
-            h = block(h, c)
+            h = block(h, y)
         return torch.tanh(self.conv_out(F.relu(self.bn_out(h))))
 
 
