@@ -1,4 +1,5 @@
-"""Noise schedule, classifier-free guidance and samplers for the diffusion model (one concept per file).
+"""Sampling: generation plans (which (label, seed) pairs a cohort holds, ``plan.py``), the noise schedule,
+classifier-free guidance and samplers for the diffusion model (one concept per file).
 
 ``SAMPLERS`` maps the names accepted by ``generate.sampler`` to functions
 ``(denoise, x_T, schedule, steps, seeds) -> x_0``.

@@ -1,0 +1,144 @@
+"""Checkpoints of the train stage: the resume state ``models/last.ckpt`` and the sampling checkpoint
+``models/generator.ckpt``, both written atomically.
+
+Every checkpoint carries a ``"synthgen"`` block ``{"target": "<module>.<Class>", "resume_key": ...,
+"class_names": [...], "image_shape": [C, H, W], "version": ...}``, so the generate stage can rebuild any
+:class:`~synthgen.models.base.GeneratorModule` subclass without knowing which model was trained:
+``Class(**hyper_parameters)`` followed by ``load_state_dict(state_dict)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from .. import __version__
+from ..errors import InputError
+from ..io import atomic_path
+from .base import GeneratorModule
+
+
+def class_path(obj: Any) -> str:
+    """``"package.module.Class"`` of an object's class (what a Hydra ``_target_`` would name)."""
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def synthgen_block(model: GeneratorModule, resume_key: str) -> dict[str, Any]:
+    return {"target": class_path(model), "resume_key": resume_key, "class_names": list(model.class_names),
+            "image_shape": [int(v) for v in model.image_shape], "version": __version__}
+
+
+def save_generator(path: str | os.PathLike, model: GeneratorModule, resume_key: str,
+                   extra: dict[str, Any] | None = None) -> Path:
+    """Write the sampling checkpoint: weights + constructor hyperparameters + the synthgen block (atomic).
+
+    The module's ``state_dict`` holds whatever it samples with (the GAN's EMA generator is a submodule).
+    """
+    ckpt = {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "hyper_parameters": dict(model.hparams),
+            "pytorch-lightning_version": L.__version__,
+            "synthgen": {**synthgen_block(model, resume_key), **(extra or {})}}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+    return path
+
+
+def _locate(target: str) -> type:
+    module, _, name = target.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def load_generator(path: str | os.PathLike, map_location: str = "cpu") -> tuple[GeneratorModule, dict]:
+    """Rebuild the generator stored at ``path``; returns ``(model in eval mode, its synthgen block)``.
+
+    Raises:
+        InputError: the file is missing, unreadable, not a synthgen checkpoint, or names a class that
+            cannot be imported or is not a ``GeneratorModule``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "checkpoint not found: run the train stage first (dvc repro train) "
+                               "or point generate at an existing .ckpt")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many kinds on a damaged or foreign file
+        raise InputError(path, f"not a readable torch checkpoint ({type(e).__name__}: {str(e)[:120]})") from None
+    meta = ckpt.get("synthgen") if isinstance(ckpt, dict) else None
+    if not isinstance(meta, dict) or "target" not in meta:
+        raise InputError(path, "not a synthgen generator checkpoint (no 'synthgen.target' entry)")
+    try:
+        cls = _locate(meta["target"])
+    except (ImportError, AttributeError) as e:
+        raise InputError(path, f"model class {meta['target']!r} cannot be imported: {e}") from None
+    if not (isinstance(cls, type) and issubclass(cls, GeneratorModule)):
+        raise InputError(path, f"{meta['target']!r} is not a synthgen GeneratorModule")
+    model = cls(**ckpt["hyper_parameters"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval(), meta
+
+
+class ResumeCheckpoint(L.Callback):
+    """Write the full training state to ``path`` (atomically) every ``every_s`` seconds or every
+    ``every_n_batches`` batches, and at the end of training; tag it with the synthgen block.
+
+    Works with manual optimization (Lightning's ``ModelCheckpoint`` skips its time rule there). Under DDP
+    rank 0's clock decides and the decision is broadcast, so every rank enters ``save_checkpoint`` together.
+    """
+
+    def __init__(self, path: str | os.PathLike, resume_key: str, every_s: float | None = 60.0,
+                 every_n_batches: int | None = None):
+        self.path = Path(path)
+        self.resume_key = resume_key
+        self.every_s = every_s
+        self.every_n_batches = every_n_batches
+        self._last = time.monotonic()
+
+    def _due(self, trainer: L.Trainer) -> bool:
+        if self.every_n_batches:
+            return (trainer.fit_loop.total_batch_idx + 1) % int(self.every_n_batches) == 0
+        due = self.every_s is not None and time.monotonic() - self._last >= float(self.every_s)
+        return bool(trainer.strategy.broadcast(due, src=0))
+
+    def save(self, trainer: L.Trainer) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        trainer.save_checkpoint(tmp, weights_only=False)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+        trainer.strategy.barrier("resume_checkpoint")
+        self._last = time.monotonic()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self._due(trainer):
+            self.save(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.save(trainer)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        checkpoint["synthgen"] = synthgen_block(pl_module, self.resume_key)  # type: ignore[arg-type]
+
+
+def resume_state(path: str | os.PathLike, resume_key: str) -> tuple[Path, int] | None:
+    """``(path, global_step)`` when ``path`` is a readable resume checkpoint tagged with ``resume_key``;
+    None when it is missing, unreadable (e.g. a foreign file) or belongs to another config."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception:
+        return None
+    meta = ckpt.get("synthgen", {}) if isinstance(ckpt, dict) else {}
+    if meta.get("resume_key") != resume_key:
+        return None
+    return path, int(ckpt.get("global_step", 0))

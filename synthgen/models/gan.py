@@ -1,0 +1,167 @@
+"""``model=cgan``: class-conditional GAN as a Lightning module (manual optimization).
+
+Training (one batch = one discriminator step then one generator step, so Lightning's ``global_step``
+advances by 2 per batch; budget with ``trainer.max_time``/``max_epochs``):
+
+    L_D = E[relu(1 - D(T(x), y))] + E[relu(1 + D(T(G(z, y)), y))]       (hinge loss)
+    L_G = -E[D(T(G(z, y)), y)]
+
+with ``T`` the DiffAugment policy, ``y`` the real batch's labels, ``z ~ N(0, I)``. After each generator step
+an exponential moving average of the generator weights is updated (the discriminator is not averaged);
+sampling uses the EMA generator in eval mode with BatchNorm statistics recomputed for the EMA weights
+(:meth:`prepare_for_sampling`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .base import GeneratorModule, seeded_noise
+from .diffaugment import diff_augment, parse_policy
+from .gan_nets import Generator, ProjectionDiscriminator
+
+log = logging.getLogger(__name__)
+
+
+class ConditionalGAN(GeneratorModule):
+    """Projection-discriminator cGAN with hinge loss, DiffAugment and generator EMA.
+
+    Args:
+        class_names: class names in label order (from ``data/prepared/meta.json``).
+        image_shape: ``(C, H, W)``, square, ``H = b * 2**k`` with ``b >= 4``.
+        z_dim: latent size.
+        g_width, d_width: channel width of the last generator / first discriminator block
+            (channels double at each coarser resolution).
+        embed_dim: class embedding concatenated to ``z``.
+        lr_g, lr_d: Adam learning rates; ``betas`` Adam betas.
+        ema_decay: EMA decay of the generator weights (warm-up ``min(decay, (1 + n) / (10 + n))``).
+        diffaugment: comma-separated DiffAugment policy (``"color,translation,cutout"``; ``""`` = none).
+        standing_stats_batches: batches of 128 seeded samples used to recompute the EMA generator's
+            BatchNorm statistics before sampling.
+    """
+
+    def __init__(self, class_names: Sequence[str], image_shape: Sequence[int], z_dim: int = 64,
+                 g_width: int = 32, d_width: int = 32, embed_dim: int = 32, lr_g: float = 2e-4,
+                 lr_d: float = 4e-4, betas: Sequence[float] = (0.0, 0.99), ema_decay: float = 0.999,
+                 diffaugment: str = "color,translation", standing_stats_batches: int = 16) -> None:
+        super().__init__()
+        self.class_names = [str(c) for c in class_names]
+        c, h, w = (int(v) for v in image_shape)
+        if h != w:
+            raise ValueError(f"the GAN needs square images, got {h}x{w}")
+        self.image_shape = (c, h, w)
+        parse_policy(diffaugment)
+        self.save_hyperparameters({"class_names": self.class_names, "image_shape": list(self.image_shape),
+                                   "z_dim": int(z_dim), "g_width": int(g_width), "d_width": int(d_width),
+                                   "embed_dim": int(embed_dim), "lr_g": float(lr_g), "lr_d": float(lr_d),
+                                   "betas": [float(b) for b in betas], "ema_decay": float(ema_decay),
+                                   "diffaugment": str(diffaugment),
+                                   "standing_stats_batches": int(standing_stats_batches)})
+        self.automatic_optimization = False
+        n = len(self.class_names)
+        self.generator = Generator(z_dim, n, c, h, width=g_width, embed_dim=embed_dim)
+        self.discriminator = ProjectionDiscriminator(n, c, h, width=d_width)
+        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
+        self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+        self.sampling_kwargs: dict[str, Any] = {}
+
+    # ----------------------------------------------------------------------------------- training
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        hp = self.hparams
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=hp.lr_g, betas=tuple(hp.betas))
+        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr_d, betas=tuple(hp.betas))
+        return [opt_g, opt_d]
+
+    def _d(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.discriminator(diff_augment(x, self.hparams.diffaugment), y)
+
+    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
+        """``batch = (images (N, C, H, W) in [0, 1], labels (N,))``; one D step, one G step, one EMA update."""
+        real, y = batch
+        real = real * 2 - 1
+        opt_g, opt_d = self.optimizers()
+        n = real.size(0)
+
+        # One generator pass serves both steps: detached for D, then through the updated D for G.
+        z = torch.randn(n, self.hparams.z_dim, device=self.device)
+        fake = self.generator(z, y)
+        d_real, d_fake = self._d(real, y), self._d(fake.detach(), y)
+        loss_d = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(loss_d)
+        opt_d.step()
+
+        loss_g = -self._d(fake, y).mean()
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(loss_g)
+        opt_g.step()
+        self.update_ema()
+
+        self.log_dict({"loss_d": loss_d.detach(), "loss_g": loss_g.detach(),
+                       "d_real": d_real.detach().mean(), "d_fake": d_fake.detach().mean()},
+                      prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
+
+    def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
+        """Discriminator score on held-out real images (no augmentation): a falling ``val_d_real`` while the
+        training ``d_real`` rises is the usual sign of discriminator overfitting on small data."""
+        real, y = batch
+        self.log("val_d_real", self.discriminator(real * 2 - 1, y).mean(), on_epoch=True, batch_size=real.size(0))
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """``ema = d * ema + (1 - d) * online`` for generator parameters; buffers (BN statistics) copied."""
+        n = int(self.ema_updates)
+        decay = min(self.hparams.ema_decay, (1 + n) / (10 + n))
+        for pe, p in zip(self.generator_ema.parameters(), self.generator.parameters()):
+            pe.lerp_(p.detach().to(pe.dtype), 1 - decay)
+        for be, b in zip(self.generator_ema.buffers(), self.generator.buffers()):
+            be.copy_(b)
+        self.ema_updates += 1
+
+    @torch.no_grad()
+    def prepare_for_sampling(self, seed: int = 0) -> None:
+        """Recompute the EMA generator's BatchNorm running statistics for its own weights ("standing
+        statistics"): a cumulative average over ``standing_stats_batches`` batches of seeded latents with
+        uniformly drawn labels. Deterministic for a given ``seed`` and weights."""
+        batches = int(self.hparams.standing_stats_batches)
+        if batches <= 0:
+            return
+        g = self.generator_ema
+        bns = [m for m in g.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average
+        g.train()
+        gen = torch.Generator(device="cpu").manual_seed(int(seed))
+        for _ in range(batches):
+            z = torch.randn(128, self.hparams.z_dim, generator=gen)
+            y = torch.randint(0, len(self.class_names), (128,), generator=gen)
+            g(z.to(self.device), y.to(self.device))
+        for m in bns:
+            m.momentum = 0.1
+        g.eval()
+
+    # --------------------------------------------------------------------------------- generation
+    @torch.no_grad()
+    def generate(self, labels: torch.Tensor, seeds: torch.Tensor, truncation: float | None = None,
+                 **ignored: Any) -> torch.Tensor:
+        """Images for ``labels`` ``(N,)`` and ``seeds`` ``(N,)`` from the EMA generator.
+
+        ``z_i = seeded_noise(seeds[i])``; with ``truncation = t`` entries are clipped to ``[-t, t]``
+        (the simple truncation trick: less diversity, cleaner images). Other sampling keys (a diffusion
+        model's ``sampler``/``steps``/``guidance``) are ignored.
+
+        Returns:
+            ``(N, C, H, W)`` float32 in ``[0, 1]`` on CPU.
+        """
+        g = self.generator_ema.eval()
+        z = seeded_noise(seeds, (self.hparams.z_dim,), device=self.device)
+        if truncation is not None:
+            z = z.clamp(-float(truncation), float(truncation))
+        x = g(z, labels.to(self.device).long())
+        return ((x.float() + 1) / 2).clamp(0, 1).cpu()

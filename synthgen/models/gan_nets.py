@@ -1,0 +1,140 @@
+"""Networks of the class-conditional GAN: a ResNet generator with class-conditional BatchNorm and a
+projection discriminator with spectral normalization (Miyato & Koyama 2018, SNGAN/BigGAN style), sized for
+square images of 16-64 px.
+
+Geometry: both nets work on a square side ``S`` split into ``k`` factor-2 steps over a base side
+``b = S / 2**k >= 4`` (28 -> 7, 14, 28; 32 -> 4, 8, 16, 32; 64 -> 4 ... 64). The generator starts from a
+``(g_width * 2**k, b, b)`` tensor and doubles the side (halving channels) ``k`` times; the discriminator
+halves the side ``k`` times with ``d_width * 2**i`` channels after down-block ``i``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+
+def upsampling_plan(side: int) -> tuple[int, int]:
+    """``(base_side, n_steps)`` with ``base_side * 2**n_steps == side`` and ``base_side >= 4``.
+
+    Raises:
+        ValueError: if ``side`` cannot be reached that way (e.g. odd sides below 8).
+    """
+    base, steps = int(side), 0
+    while base % 2 == 0 and base // 2 >= 4:
+        base //= 2
+        steps += 1
+    if steps == 0:
+        raise ValueError(f"image side {side} is too small or odd for the GAN (need side = b * 2**k, b >= 4, k >= 1)")
+    return base, steps
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """BatchNorm without affine parameters, followed by a per-class scale and shift.
+
+    ``forward(x (N, C, H, W), y (N,) int64) -> (N, C, H, W)``; gain initialised to 1, bias to 0.
+    """
+
+    def __init__(self, channels: int, n_classes: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.gain = nn.Embedding(n_classes, channels)
+        self.bias = nn.Embedding(n_classes, channels)
+        nn.init.ones_(self.gain.weight)
+        nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.bn(x)
+        return h * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
+
+
+class GBlock(nn.Module):
+    """Residual up-block: CBN-ReLU-conv (at the input side) -> up x2 -> CBN-ReLU-conv, plus an upsampled
+    1x1 shortcut. Doubles H and W. The first conv runs before upsampling, which costs a quarter of the
+    usual upsample-then-conv order (CPU budgets)."""
+
+    def __init__(self, c_in: int, c_out: int, n_classes: int):
+        super().__init__()
+        self.bn1 = ConditionalBatchNorm2d(c_in, n_classes)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.bn2 = ConditionalBatchNorm2d(c_out, n_classes)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.skip = nn.Conv2d(c_in, c_out, 1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = F.interpolate(self.conv1(F.relu(self.bn1(x, y))), scale_factor=2, mode="nearest")
+        h = self.conv2(F.relu(self.bn2(h, y)))
+        return h + F.interpolate(self.skip(x), scale_factor=2, mode="nearest")
+
+
+class Generator(nn.Module):
+    """``(z (N, z_dim), y (N,) int64) -> (N, C, S, S)`` in ``(-1, 1)`` (tanh).
+
+    Channels: ``width * 2**(k - i)`` at step ``i`` (e.g. 28 px, width 32: 128 @ 7, 64 @ 14, 32 @ 28).
+    The class enters every block through conditional BatchNorm and the input through a shared embedding
+    concatenated to ``z``.
+    """
+
+    def __init__(self, z_dim: int, n_classes: int, channels: int, side: int, width: int = 32,
+                 embed_dim: int = 32):
+        super().__init__()
+        self.base, steps = upsampling_plan(side)
+        chans = [width * 2 ** (steps - i) for i in range(steps + 1)]
+        self.z_dim, self.c0 = z_dim, chans[0]
+        self.embed = nn.Embedding(n_classes, embed_dim)
+        self.fc = nn.Linear(z_dim + embed_dim, chans[0] * self.base * self.base)
+        self.blocks = nn.ModuleList(GBlock(chans[i], chans[i + 1], n_classes) for i in range(steps))
+        self.bn_out = nn.BatchNorm2d(chans[-1])
+        self.conv_out = nn.Conv2d(chans[-1], channels, 3, padding=1)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.fc(torch.cat([z, self.embed(y)], dim=1)).view(-1, self.c0, self.base, self.base)
+        for block in self.blocks:
+            h = block(h, y)
+        return torch.tanh(self.conv_out(F.relu(self.bn_out(h))))
+
+
+class DBlock(nn.Module):
+    """Spectrally normalised residual down-block: (ReLU)-conv -> avgpool -> ReLU-conv, plus a pooled 1x1
+    shortcut. Halves H and W; the second conv runs at the halved size (a quarter of the cost).
+
+    ``preactivation=False`` for the first block, which sees raw pixels.
+    """
+
+    def __init__(self, c_in: int, c_out: int, preactivation: bool = True):
+        super().__init__()
+        self.pre = preactivation
+        self.conv1 = spectral_norm(nn.Conv2d(c_in, c_out, 3, padding=1))
+        self.conv2 = spectral_norm(nn.Conv2d(c_out, c_out, 3, padding=1))
+        self.skip = spectral_norm(nn.Conv2d(c_in, c_out, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(x) if self.pre else x
+        h = self.conv2(F.relu(F.avg_pool2d(self.conv1(h), 2)))
+        return h + self.skip(F.avg_pool2d(x, 2))
+
+
+class ProjectionDiscriminator(nn.Module):
+    """``(x (N, C, S, S) in [-1, 1], y (N,) int64) -> (N,)`` unbounded score (hinge loss).
+
+    ``score = w . phi(x) + embed(y) . phi(x)`` where ``phi`` is the sum-pooled feature after ``k``
+    down-blocks (the projection term carries the class condition).
+    """
+
+    def __init__(self, n_classes: int, channels: int, side: int, width: int = 32):
+        super().__init__()
+        _, steps = upsampling_plan(side)
+        chans = [width * 2 ** i for i in range(steps)]
+        blocks = [DBlock(channels, chans[0], preactivation=False)]
+        blocks += [DBlock(chans[i - 1], chans[i]) for i in range(1, steps)]
+        self.blocks = nn.Sequential(*blocks)
+        self.conv_last = spectral_norm(nn.Conv2d(chans[-1], chans[-1], 3, padding=1))
+        self.linear = spectral_norm(nn.Linear(chans[-1], 1))
+        self.embed = spectral_norm(nn.Embedding(n_classes, chans[-1]))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.conv_last(F.relu(self.blocks(x))))
+        phi = h.sum(dim=(2, 3))
+        return self.linear(phi).squeeze(1) + (self.embed(y) * phi).sum(dim=1)

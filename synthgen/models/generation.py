@@ -1,0 +1,192 @@
+"""The generate stage: ``models/generator.ckpt`` + the plan -> ``data/generated/cohort.{npz,json}`` and
+``reports/samples.png``.
+
+Generation runs through ``trainer.predict`` so it spreads over devices (``generate.devices``; several
+processes use DDP, ``gloo`` on CPU). The plan is cut into fixed batches *before* distribution and the last
+batch is padded to full size (padding rows carry ``index = -1`` and are dropped), so every sample is
+computed in exactly the same batch on 1 or many devices: the cohort is byte-identical either way. Each rank
+writes its rows to ``<generated>.parts/``; rank 0 reassembles them in plan order and writes the cohort.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import Dataset
+
+from .. import __version__
+from ..data.prepared import load_meta, load_split
+from ..data.transforms import dequantize, quantize
+from ..errors import InputError
+from ..io import atomic_path, dumps_json, save_npz, sha256_file
+from ..reports.grid import sample_grid
+from ..sampling.plan import Plan, build_plan
+from .base import GeneratorModule
+from .checkpoints import load_generator
+
+log = logging.getLogger(__name__)
+
+#: ``generate`` keys that only say where the work runs: the cohort is identical for any value.
+DEVICE_KEYS = ("devices",)
+
+
+class PlanBatches(Dataset):
+    """Item ``b`` = batch ``b`` of the plan as ``{"labels", "seeds", "index"}`` ``(batch_size,)`` int64;
+    the last batch is padded by repeating its last row with ``index = -1``."""
+
+    def __init__(self, plan: Plan, batch_size: int):
+        self.labels, self.seeds = torch.from_numpy(plan.labels), torch.from_numpy(plan.seeds)
+        self.batch_size = max(1, int(batch_size))
+        self.n = len(plan)
+
+    def __len__(self) -> int:
+        return (self.n + self.batch_size - 1) // self.batch_size
+
+    def __getitem__(self, b: int) -> dict[str, torch.Tensor]:
+        idx = torch.arange(b * self.batch_size, (b + 1) * self.batch_size)
+        valid = idx < self.n
+        src = torch.where(valid, idx, torch.full_like(idx, self.n - 1))
+        return {"labels": self.labels[src], "seeds": self.seeds[src], "index": torch.where(valid, idx, -1)}
+
+
+class _PartWriter(BasePredictionWriter):
+    """Each rank saves its predictions to ``parts_dir/rank<r>.npz`` at the end of predict."""
+
+    def __init__(self, parts_dir: Path):
+        super().__init__(write_interval="epoch")
+        self.parts_dir = parts_dir
+
+    def write_on_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Sequence[Any],
+                           batch_indices: Sequence[Any]) -> None:
+        preds = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
+        if preds:
+            out = {k: torch.cat([p[k] for p in preds]).numpy() for k in ("images", "labels", "seeds", "index")}
+        else:
+            out = {"images": np.zeros((0, 1, 1, 1), np.float32), **{k: np.zeros(0, np.int64)
+                                                                    for k in ("labels", "seeds", "index")}}
+        save_npz(self.parts_dir / f"rank{trainer.global_rank}.npz", **out)
+
+
+def usable_sampling(model: GeneratorModule, sampling: Mapping[str, Any]) -> tuple[dict, dict]:
+    """Split the ``generate.sampling`` dict into what ``model.generate`` names and what it does not.
+
+    A ``generate`` with explicitly named keyword arguments gets only those; the rest are returned as
+    ignored (and recorded in cohort.json). Keys reaching a ``**kwargs`` catch-all count as ignored too.
+    """
+    params = inspect.signature(model.generate).parameters
+    named = {n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)} - {"labels", "seeds"}
+    used = {k: v for k, v in sampling.items() if k in named}
+    return used, {k: v for k, v in sampling.items() if k not in named}
+
+
+def _predict_trainer(gen_cfg: Mapping[str, Any], parts_dir: Path) -> L.Trainer:
+    devices = gen_cfg.get("devices", 1)
+    accelerator = str(gen_cfg.get("accelerator") or "cpu")
+    multi = devices == -1 or (isinstance(devices, int) and devices > 1) or isinstance(devices, (list, tuple))
+    strategy = "ddp" if multi else "auto"
+    return L.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, logger=False,
+                     enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=True,
+                     callbacks=[_PartWriter(parts_dir)], default_root_dir=str(parts_dir))
+
+
+def _assemble(parts_dir: Path, n: int) -> dict[str, np.ndarray]:
+    parts = []
+    for f in sorted(parts_dir.glob("rank*.npz")):
+        with np.load(f, allow_pickle=False) as z:
+            parts.append({k: z[k] for k in z.files})
+    parts = [p for p in parts if len(p["index"])]
+    if not parts:
+        raise RuntimeError(f"no generated rows found in {parts_dir}")
+    cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    keep = cat["index"] >= 0
+    order = np.argsort(cat["index"][keep], kind="stable")
+    out = {k: v[keep][order] for k, v in cat.items()}
+    if not np.array_equal(out["index"], np.arange(n)):
+        raise RuntimeError(f"generation returned rows {len(out['index'])} for a plan of {n} (lost or repeated)")
+    return out
+
+
+def config_hash(cfg: Mapping[str, Any]) -> str:
+    return hashlib.sha256(dumps_json(cfg).encode()).hexdigest()
+
+
+def generate(cfg: DictConfig) -> Path | None:
+    """Run the generate stage for a composed config; returns the cohort folder (None on ranks > 0)."""
+    gen_cfg = OmegaConf.to_container(cfg.generate, resolve=True)
+    ckpt = Path(gen_cfg.get("checkpoint") or Path(cfg.paths.models) / "generator.ckpt")
+    model, ck_meta = load_generator(ckpt)
+    meta = load_meta(cfg.paths.prepared)
+    if list(meta["class_names"]) != list(model.class_names):
+        raise InputError(ckpt, f"trained on classes {model.class_names}, but data/prepared has "
+                               f"{meta['class_names']}: re-run the train stage")
+    plan = build_plan(gen_cfg, model.class_names, meta["counts"]["train"])
+    if len(plan) == 0:
+        raise InputError(None, "config generate: the plan is empty (all counts are 0)")
+    sampling, ignored = usable_sampling(model, gen_cfg.get("sampling") or {})
+    if ignored:
+        log.info("%s.generate ignores sampling keys %s", type(model).__name__, sorted(ignored))
+    model.sampling_kwargs = sampling
+
+    out_dir = Path(cfg.paths.generated)
+    parts_dir = out_dir.with_name(out_dir.name + ".parts")
+    trainer = _predict_trainer(gen_cfg, parts_dir)
+    if trainer.is_global_zero:
+        shutil.rmtree(parts_dir, ignore_errors=True)
+        parts_dir.mkdir(parents=True)
+    trainer.strategy.barrier("generate_parts_ready")
+    loader = torch.utils.data.DataLoader(PlanBatches(plan, int(gen_cfg.get("batch_size", 256))),
+                                         batch_size=None, shuffle=False)
+    t0 = time.perf_counter()
+    trainer.predict(model, dataloaders=loader, return_predictions=False)
+    trainer.strategy.barrier("generate_parts_written")
+    seconds = time.perf_counter() - t0
+    if not trainer.is_global_zero:
+        return None
+
+    rows = _assemble(parts_dir, len(plan))
+    if not (np.array_equal(rows["labels"], plan.labels) and np.array_equal(rows["seeds"], plan.seeds)):
+        raise RuntimeError("generated rows do not match the plan")
+    images = quantize(rows["images"], meta["dtype"])
+    # The model config the checkpoint was trained with (the current cfg.model may have changed since).
+    model_cfg = ck_meta.get("config_model") or OmegaConf.to_container(cfg.model, resolve=True)
+    record = {
+        "generator": str(ck_meta.get("name") or model_cfg.get("name") or ck_meta["target"]),
+        "model_target": ck_meta["target"],
+        "checkpoint": str(ckpt),
+        "checkpoint_sha256": sha256_file(ckpt),
+        "config": {"model": model_cfg, "seed": int(cfg.seed),
+                   "generate": {k: v for k, v in gen_cfg.items() if k not in DEVICE_KEYS}},
+        "sampling_used": sampling,
+        "sampling_ignored": sorted(ignored),
+        "class_names": list(model.class_names),
+        "counts": plan.counts,
+        "n": int(len(plan)),
+        "image_shape": [int(v) for v in images.shape[1:]],
+        "dtype": str(images.dtype),
+        "seed_rule": "seed = (generate.seed << 32) | (label << 24) | k, k = index within the class",
+        "synthgen_version": __version__,
+    }
+    record["config_hash"] = config_hash({"config": record["config"], "checkpoint_sha256": record["checkpoint_sha256"]})
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        save_npz(tmp / "cohort.npz", images=images, labels=plan.labels, seeds=plan.seeds)
+        (tmp / "cohort.json").write_text(dumps_json(record), encoding="utf-8")
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    real = load_split(cfg.paths.prepared, "train")
+    sample_grid(Path(cfg.paths.reports) / "samples.png", model.class_names, real.images, real.labels,
+                dequantize(images), plan.labels, columns=int(gen_cfg.get("grid_columns", 10)),
+                rows=int(gen_cfg.get("grid_rows", 2)),
+                title=f"{record['generator']}: real (top row) vs synthetic, per class")
+    log.info("generated %d images in %.1f s (%.1f images/s) -> %s", len(plan), seconds, len(plan) / seconds, out_dir)
+    return out_dir

@@ -1,0 +1,153 @@
+"""The train stage: ``data/prepared/{train,val}.npz`` -> ``models/last.ckpt`` (resume state),
+``models/generator.ckpt`` (sampling weights), ``metrics/train.json`` and ``reports/train_losses.csv``.
+
+Any :class:`~synthgen.models.base.GeneratorModule` named by ``model._target_`` trains here: the stage builds
+it with ``class_names`` and ``image_shape`` from ``meta.json`` plus the model group's keys (minus ``name`` and
+``batch_size``, which the stage reads), and a Lightning Trainer from the ``trainer`` group.
+
+Resume: ``models/last.ckpt`` is rewritten atomically every ``train.checkpoint_every_s`` seconds and at the
+end. A re-run whose model config, seed and training images are unchanged continues from it (global step,
+optimizer state, the elapsed part of ``trainer.max_time``); anything else starts afresh. Budget keys
+(``max_time``, ``max_steps``, ``max_epochs``) are not part of that key, so raising a budget extends a run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, TensorDataset
+
+from ..data.prepared import load_meta, load_split
+from ..errors import ConfigError, InputError
+from ..io import dumps_json, sha256_file, write_json
+from .base import GeneratorModule
+from .checkpoints import ResumeCheckpoint, class_path, resume_state, save_generator
+from .curves import LossCurve
+
+log = logging.getLogger(__name__)
+
+#: keys of the ``model`` group that belong to the stage, not to the model's constructor.
+MODEL_STAGE_KEYS = ("name", "batch_size")
+
+
+def model_kwargs(model_cfg: DictConfig | dict) -> dict[str, Any]:
+    """The constructor part of the ``model`` group (``_target_`` kept for ``hydra.utils.instantiate``)."""
+    d = model_cfg if isinstance(model_cfg, dict) else OmegaConf.to_container(model_cfg, resolve=True)
+    return {k: v for k, v in d.items() if k not in MODEL_STAGE_KEYS}
+
+
+def build_model(model_cfg: DictConfig | dict, class_names: list[str], image_shape: tuple[int, int, int]
+                ) -> GeneratorModule:
+    """Instantiate ``model._target_`` with the prepared cohort's classes and image shape."""
+    from hydra.utils import instantiate
+
+    kwargs = model_kwargs(model_cfg)
+    if "_target_" not in kwargs:
+        raise ConfigError("model._target_", "no model class configured (pick one: model=cgan or model=ddpm)")
+    model = instantiate(kwargs, class_names=list(class_names), image_shape=list(image_shape), _convert_="all")
+    if not isinstance(model, GeneratorModule):
+        raise ConfigError("model._target_", f"{kwargs['_target_']} is not a synthgen GeneratorModule")
+    return model
+
+
+def resume_key(cfg: DictConfig, train_file: Path) -> str:
+    """What a resumable checkpoint must match: model config, seed and the exact training images."""
+    ident = {"model": OmegaConf.to_container(cfg.model, resolve=True), "seed": int(cfg.seed),
+             "train_sha256": sha256_file(train_file)}
+    return hashlib.sha256(dumps_json(ident).encode()).hexdigest()[:16]
+
+
+def _loader(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bool, seed: int,
+            num_workers: int, drop_last: bool) -> DataLoader:
+    ds = TensorDataset(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels))
+    return DataLoader(ds, batch_size=min(batch_size, len(ds)), shuffle=shuffle, drop_last=drop_last,
+                      num_workers=num_workers, generator=torch.Generator().manual_seed(seed))
+
+
+def build_trainer(trainer_cfg: DictConfig, callbacks: list[L.Callback], root: Path) -> L.Trainer:
+    """``lightning.Trainer`` from the ``trainer`` group plus the stage's callbacks (no logger: the stage
+    writes its own loss CSV; no default ModelCheckpoint: :class:`ResumeCheckpoint` replaces it)."""
+    from hydra.utils import instantiate
+
+    kwargs = OmegaConf.to_container(trainer_cfg, resolve=True)
+    kwargs.setdefault("_target_", "lightning.pytorch.Trainer")
+    return instantiate(kwargs, callbacks=callbacks, logger=False, enable_checkpointing=False,
+                       default_root_dir=str(root), _convert_="all")
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run the train stage for a composed config; returns the metrics written to ``metrics/train.json``."""
+    t_start = time.perf_counter()
+    if cfg.train.get("num_threads"):
+        torch.set_num_threads(int(cfg.train.num_threads))
+    prepared = Path(cfg.paths.prepared)
+    meta = load_meta(prepared)
+    train_set, val_set = load_split(prepared, "train"), load_split(prepared, "val")
+    if len(train_set) == 0:
+        raise InputError(prepared / "train.npz", "no training images")
+    class_names = list(meta["class_names"])
+    image_shape = tuple(int(v) for v in train_set.images.shape[1:])
+    batch_size = int(cfg.model.get("batch_size") or 64)
+
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    model = build_model(cfg.model, class_names, image_shape)
+    models_dir = Path(cfg.paths.models)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    key = resume_key(cfg, prepared / "train.npz")
+    last = models_dir / "last.ckpt"
+    state = resume_state(last, key) if cfg.train.get("resume", True) else None
+    ckpt_path, start_step = state if state else (None, 0)
+    if state:
+        log.info("resuming from %s at global step %d", ckpt_path, start_step)
+    elif last.exists():
+        log.info("%s belongs to another config, is unreadable or resume is off: training from scratch", last)
+
+    every_n = cfg.train.get("checkpoint_every_n_batches")
+    saver = ResumeCheckpoint(last, key, every_s=cfg.train.get("checkpoint_every_s", 60),
+                             every_n_batches=int(every_n) if every_n else None)
+    curve = LossCurve(Path(cfg.paths.reports) / "train_losses.csv",
+                      every_n_batches=int(cfg.trainer.get("log_every_n_steps") or 25))
+    trainer = build_trainer(cfg.trainer, [saver, curve], models_dir)
+
+    workers = int(cfg.train.get("num_workers") or 0)
+    train_dl = _loader(train_set.images, train_set.labels, batch_size, True, int(cfg.seed), workers, True)
+    val_dl = _loader(val_set.images, val_set.labels, batch_size, False, int(cfg.seed), workers, False) \
+        if len(val_set) else None
+    t_fit = time.perf_counter()
+    trainer.fit(model, train_dataloaders=train_dl, val_dataloaders=val_dl,
+                ckpt_path=str(ckpt_path) if ckpt_path else None)
+    fit_s = time.perf_counter() - t_fit
+
+    if hasattr(model, "prepare_for_sampling"):
+        model.prepare_for_sampling(seed=int(cfg.seed))
+    steps_per_batch = max(1, len(trainer.optimizers)) if not model.automatic_optimization else 1
+    batches_this_run = (trainer.global_step - start_step) // steps_per_batch
+    metrics = {
+        "model": str(cfg.model.get("name", class_path(model))),
+        "target": class_path(model),
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "global_step": int(trainer.global_step),
+        "epochs": int(trainer.current_epoch),
+        "resumed_from_step": int(start_step),
+        "batches_this_run": int(batches_this_run),
+        "train_images_per_s": round(batches_this_run * batch_size / max(fit_s, 1e-9), 2),
+        "fit_seconds": round(fit_s, 1),
+        "stage_seconds": round(time.perf_counter() - t_start, 1),
+        "final": {k: round(float(v), 5) for k, v in sorted(trainer.callback_metrics.items())
+                  if torch.as_tensor(v).numel() == 1},
+    }
+    if trainer.is_global_zero:
+        save_generator(models_dir / "generator.ckpt", model, key,
+                       extra={"global_step": int(trainer.global_step), "name": metrics["model"],
+                              "config_model": OmegaConf.to_container(cfg.model, resolve=True)})
+        write_json(Path(cfg.paths.metrics) / "train.json", metrics)
+    trainer.strategy.barrier("train_stage_done")
+    return metrics

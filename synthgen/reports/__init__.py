@@ -1,0 +1,1 @@
+"""Pictures and tables a person looks at (PNG files in ``reports/``, wired to ``dvc plots``)."""

@@ -1,0 +1,177 @@
+"""The train and generate stages end to end on a tiny cohort: checkpoints, resume after a kill, a
+byte-identical cohort, any GeneratorModule subclass, clear errors, and 2 processes = 1 process."""
+
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, make_medmnist_npz
+from synthgen.config import compose
+from synthgen.data.prepare import prepare
+from synthgen.errors import ConfigError, InputError
+from synthgen.models.base import GeneratorModule, seeded_noise
+from synthgen.models.checkpoints import load_generator, save_generator
+from synthgen.models.gan import ConditionalGAN
+from synthgen.models.generation import generate
+from synthgen.models.training import train
+
+TINY = ["model=cgan", "model.z_dim=8", "model.g_width=8", "model.d_width=8", "model.embed_dim=4",
+        "model.batch_size=8", "model.standing_stats_batches=2", "trainer.enable_progress_bar=false",
+        "trainer.log_every_n_steps=2", "train.num_threads=1", "generate.batch_size=8",
+        "generate.per_class=5", "generate.grid_columns=4", "generate.grid_rows=1"]
+
+
+def overrides(root: Path, *extra: str) -> list[str]:
+    return ["data=medmnist", f"data.path={root / 'toy.npz'}", "data.classes=[a,b,c]", "data.image_size=16",
+            f"paths.prepared={root / 'prepared'}", f"paths.models={root / 'models'}",
+            f"paths.metrics={root / 'metrics'}", f"paths.reports={root / 'reports'}",
+            f"paths.generated={root / 'generated'}", *TINY, *extra]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("stage")
+    make_medmnist_npz(root / "toy.npz", n=48, size=16, channels=3)
+    prepare(compose(overrides(root)))
+    train(compose(overrides(root, "trainer.max_steps=8")))
+    return root
+
+
+def test_train_writes_checkpoints_metrics_and_curves(trained):
+    m = json.loads((trained / "metrics" / "train.json").read_text())
+    assert m["global_step"] == 8 and m["batches_this_run"] == 4 and m["resumed_from_step"] == 0
+    assert m["target"] == "synthgen.models.gan.ConditionalGAN" and m["train_images_per_s"] > 0
+    assert (trained / "models" / "last.ckpt").is_file()
+    model, meta = load_generator(trained / "models" / "generator.ckpt")
+    assert isinstance(model, ConditionalGAN) and meta["class_names"] == ["a", "b", "c"]
+    assert meta["image_shape"] == [3, 16, 16] and meta["name"] == "cgan"
+    header = (trained / "reports" / "train_losses.csv").read_text().splitlines()[0].split(",")
+    assert header[:2] == ["step", "epoch"] and {"loss_d", "loss_g"} <= set(header)
+
+
+def test_generate_is_byte_identical_and_regenerable(trained, tmp_path):
+    out_a = generate(compose(overrides(trained, "++generate.counts.b=7")))
+    first = {f: (out_a / f).read_bytes() for f in ("cohort.npz", "cohort.json")}
+    out_b = generate(compose(overrides(trained, "++generate.counts.b=7")))
+    assert {f: (out_b / f).read_bytes() for f in first} == first
+    rec = json.loads(first["cohort.json"])
+    assert rec["counts"] == {"a": 5, "b": 7, "c": 5} and rec["n"] == 17
+    assert rec["model_target"] == "synthgen.models.gan.ConditionalGAN" and rec["generator"] == "cgan"
+    assert rec["sampling_used"] == {"truncation": None}
+    assert rec["sampling_ignored"] == ["guidance", "sampler", "steps"]
+    assert len(rec["checkpoint_sha256"]) == 64 and len(rec["config_hash"]) == 64
+    with np.load(out_b / "cohort.npz") as z:
+        images, labels, seeds = z["images"], z["labels"], z["seeds"]
+    assert images.shape == (17, 3, 16, 16) and images.dtype == np.uint8
+    assert np.bincount(labels).tolist() == [5, 7, 5]
+    model, _ = load_generator(trained / "models" / "generator.ckpt")
+    i = 9  # one sample, regenerated alone from its (label, seed)
+    alone = model.generate(torch.tensor(labels[i:i + 1]), torch.tensor(seeds[i:i + 1]))
+    assert np.abs(np.rint(alone.numpy()[0] * 255) - images[i].astype(float)).max() <= 1
+    assert (trained / "reports" / "samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_checkpoint_path_and_unknown_class_are_clear(trained, tmp_path):
+    missing = tmp_path / "nope.ckpt"
+    with pytest.raises(InputError, match="checkpoint not found") as e:
+        generate(compose(overrides(trained, f"++generate.checkpoint={missing}")))
+    assert str(missing) in str(e.value)
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="not a readable torch checkpoint"):
+        generate(compose(overrides(trained, f"++generate.checkpoint={junk}")))
+    with pytest.raises(ConfigError, match=r"unknown class 'basofil'; valid classes are a, b, c"):
+        generate(compose(overrides(trained, "++generate.counts.basofil=3")))
+
+
+class ConstantGenerator(GeneratorModule):
+    """A non-GAN generator: grey level = label / n_classes plus seeded noise (tests the generic path)."""
+
+    def __init__(self, class_names, image_shape, amplitude: float = 0.1):
+        super().__init__()
+        self.save_hyperparameters()
+        self.class_names, self.image_shape = list(class_names), tuple(image_shape)
+        self.scale = torch.nn.Parameter(torch.tensor(1.0))
+
+    def generate(self, labels, seeds, steps: int = 1):
+        base = labels.float()[:, None, None, None] / len(self.class_names)
+        noise = seeded_noise(seeds, self.image_shape) * self.hparams.amplitude * steps
+        return (base * self.scale + noise).clamp(0, 1).detach()
+
+
+def test_any_generator_module_loads_and_generates(trained, tmp_path):
+    ckpt = save_generator(tmp_path / "const.ckpt", ConstantGenerator(["a", "b", "c"], [3, 16, 16], 0.05), "k")
+    out = generate(compose(overrides(trained, f"++generate.checkpoint={ckpt}",
+                                     f"paths.generated={tmp_path / 'gen'}", f"paths.reports={tmp_path}")))
+    rec = json.loads((out / "cohort.json").read_text())
+    assert rec["model_target"].endswith("ConstantGenerator") and rec["sampling_used"] == {"steps": 20}
+    with np.load(out / "cohort.npz") as z:
+        means = [z["images"][z["labels"] == c].mean() for c in range(3)]
+    assert means[0] < means[1] < means[2]
+
+
+def _train_forever(ov):  # runs in a forked child; killed by the test
+    train(compose([*ov, "trainer.max_steps=100000"]))
+
+
+def test_resume_after_kill(tmp_path):
+    make_medmnist_npz(tmp_path / "toy.npz", n=48, size=16, channels=3)
+    prepare(compose(overrides(tmp_path)))
+    ov = overrides(tmp_path, "train.checkpoint_every_n_batches=3")
+    # A forked child (a real process, killed with SIGKILL mid-run, possibly mid-write) saves re-importing.
+    child = multiprocessing.get_context("fork").Process(target=_train_forever, args=(ov,), daemon=True)
+    child.start()
+    last = tmp_path / "models" / "last.ckpt"
+    try:
+        deadline = time.time() + 240
+        while not last.exists() and time.time() < deadline and child.is_alive():
+            time.sleep(0.2)
+        assert last.exists(), f"no checkpoint (child exit code {child.exitcode})"
+        time.sleep(0.5)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+    step = int(torch.load(last, map_location="cpu", weights_only=False)["global_step"])
+    assert step > 0 and step % 6 == 0  # whole batches, saved every 3 batches
+    m = train(compose([*ov, f"trainer.max_steps={step + 4}"]))
+    assert m["resumed_from_step"] == step and m["global_step"] == step + 4 and m["batches_this_run"] == 2
+    # a different model config does not resume from a foreign checkpoint
+    m2 = train(compose([*ov, "model.lr_d=0.001", "trainer.max_steps=2"]))
+    assert m2["resumed_from_step"] == 0 and m2["global_step"] == 2
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_same_cohort(trained, tmp_path):
+    one = generate(compose(overrides(trained, f"paths.generated={tmp_path / 'one'}", "generate.per_class=9",
+                                     f"paths.reports={tmp_path / 'r1'}")))
+    two_dir = tmp_path / "two"
+    r = subprocess.run([sys.executable, str(REPO / "pipelines" / "generate.py"),
+                        *overrides(trained, f"paths.generated={two_dir}", "generate.per_class=9",
+                                   f"paths.reports={tmp_path / 'r2'}", "generate.devices=2",
+                                   "generate.accelerator=cpu")],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=400)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for f in ("cohort.npz", "cohort.json"):
+        assert (two_dir / f).read_bytes() == (one / f).read_bytes(), f
+
+
+def test_training_is_deterministic_for_a_seed(trained, tmp_path):
+    ov = overrides(trained, f"paths.models={tmp_path / 'models'}", f"paths.metrics={tmp_path}",
+                   f"paths.reports={tmp_path}", "trainer.max_steps=8")
+    train(compose(ov))
+    a, _ = load_generator(trained / "models" / "generator.ckpt")
+    b, _ = load_generator(tmp_path / "models" / "generator.ckpt")
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), name
+    train(compose([*ov, "seed=1", f"paths.models={tmp_path / 'other'}"]))
+    c, _ = load_generator(tmp_path / "other" / "generator.ckpt")
+    assert not torch.equal(c.generator_ema.fc.weight, a.generator_ema.fc.weight)
