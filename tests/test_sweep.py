@@ -34,8 +34,8 @@ def test_queued_rare_class_sweep(tmp_path):
     tiny = ["model.z_dim=8", "model.g_width=8", "model.d_width=8", "model.embed_dim=4", "model.batch_size=8",
             "model.standing_stats_batches=1", "trainer.max_steps=4", "trainer.enable_progress_bar=false",
             "train.num_threads=1", "generate.per_class=3", "generate.batch_size=8"]
-    base = ["data=medmnist", "data.path=toy.npz", "data.classes=[a,b,c]", "data.image_size=16"]
-    _run(["dvc", "exp", "run", *[a for o in base + tiny for a in ("-S", o)]], repo, timeout=600)
+    base = ["model=cgan", "data=medmnist", "data.path=toy.npz", "data.classes=[a,b,c]", "data.image_size=16"]
+    _run(["dvc", "exp", "run", "generate", *[a for o in base + tiny for a in ("-S", o)]], repo, timeout=600)
     cohort = json.loads((repo / "data" / "generated" / "cohort.json").read_text())
     assert cohort["counts"] == {"a": 3, "b": 3, "c": 3}
     assert json.loads((repo / "metrics" / "train.json").read_text())["global_step"] == 4

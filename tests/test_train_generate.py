@@ -113,7 +113,7 @@ def test_any_generator_module_loads_and_generates(trained, tmp_path):
     out = generate(compose(overrides(trained, f"++generate.checkpoint={ckpt}",
                                      f"paths.generated={tmp_path / 'gen'}", f"paths.reports={tmp_path}")))
     rec = json.loads((out / "cohort.json").read_text())
-    assert rec["model_target"].endswith("ConstantGenerator") and rec["sampling_used"] == {"steps": 20}
+    assert rec["model_target"].endswith("ConstantGenerator") and rec["sampling_used"] == {"steps": int(compose(()).generate.sampling.steps)}
     with np.load(out / "cohort.npz") as z:
         means = [z["images"][z["labels"] == c].mean() for c in range(3)]
     assert means[0] < means[1] < means[2]
