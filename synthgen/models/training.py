@@ -125,6 +125,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer.fit(model, train_dataloaders=train_dl, val_dataloaders=val_dl,
                 ckpt_path=str(ckpt_path) if ckpt_path else None)
     fit_s = time.perf_counter() - t_fit
+    # Lightning skips the loop (and on_train_end) when a resumed checkpoint already meets the budget; the
+    # curve's rows come back with the checkpoint, so write them here too (DVC deleted the old file).
+    curve.write(trainer)
 
     if hasattr(model, "prepare_for_sampling"):
         model.prepare_for_sampling(seed=int(cfg.seed))
