@@ -7,7 +7,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from synthgen.models.base import GeneratorModule
 from synthgen.models.diffaugment import diff_augment, parse_policy
-from synthgen.models.gan import ConditionalGAN
+from synthgen.models.gan import ConditionalGAN, mode_seeking_ratio
 from synthgen.models.gan_nets import ProjectionDiscriminator, upsampling_plan
 
 torch.set_num_threads(1)
@@ -106,3 +106,41 @@ def test_training_steps_update_both_nets_and_ema():
     x1 = m.generate(torch.tensor([0, 1]), torch.tensor([3, 4]))
     m.prepare_for_sampling(seed=0)
     assert torch.equal(x1, m.generate(torch.tensor([0, 1]), torch.tensor([3, 4])))
+
+
+def test_mode_seeking_ratio():
+    x = torch.rand(4, 3, 8, 8)
+    z1, z2 = torch.zeros(4, 5), torch.ones(4, 5)
+    assert float(mode_seeking_ratio(x, x, z1, z2)) == 0.0  # collapsed: two latents, one image
+    torch.testing.assert_close(mode_seeking_ratio(x, x + 0.5, z1, z2), torch.tensor(0.5))
+
+
+def _fit(m: ConditionalGAN, batches: int = 3) -> L.Trainer:
+    L.seed_everything(0, verbose=False)
+    ds = TensorDataset(torch.rand(8 * batches, 3, 16, 16), torch.randint(0, 3, (8 * batches,)))
+    trainer = L.Trainer(max_steps=2 * batches, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(m, DataLoader(ds, batch_size=8))
+    return trainer
+
+
+def test_mode_seeking_pairs_share_labels_and_change_the_generator_update():
+    seen = []
+    plain, ms = tiny(), tiny(diversity_weight=1.0)
+    hook = ms.discriminator.register_forward_hook(lambda mod, args, out: seen.append(args[1].clone()))
+    trainer = _fit(ms, batches=1)
+    hook.remove()
+    assert "ms_ratio" in trainer.callback_metrics and float(trainer.callback_metrics["ms_ratio"]) > 0
+    fake_labels = seen[1]  # D calls: real, fake (D step), fake (G step)
+    assert torch.equal(fake_labels[:4], fake_labels[4:]) and torch.equal(seen[2], fake_labels)
+    _fit(plain, batches=1)
+    assert any(not torch.equal(a, b) for a, b in zip(plain.generator.parameters(), ms.generator.parameters()))
+
+
+def test_bf16_autocast_training_keeps_float32_weights_and_sampling():
+    m = tiny(autocast=True)
+    _fit(m, batches=2)
+    assert all(p.dtype == torch.float32 for p in m.parameters())
+    assert all(torch.isfinite(p).all() for p in m.generator_ema.parameters())
+    x = m.generate(torch.tensor([0, 1]), torch.tensor([3, 4]))
+    assert x.dtype == torch.float32 and torch.isfinite(x).all()

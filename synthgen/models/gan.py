@@ -4,9 +4,12 @@ Training (one batch = one discriminator step then one generator step, so Lightni
 advances by 2 per batch; budget with ``trainer.max_time``/``max_epochs``):
 
     L_D = E[relu(1 - D(T(x), y))] + E[relu(1 + D(T(G(z, y)), y))]       (hinge loss)
-    L_G = -E[D(T(G(z, y)), y)]
+    L_G = -E[D(T(G(z, y)), y)] + lambda_div / (E|G(z1, y) - G(z2, y)| / E|z1 - z2| + eps)
 
-with ``T`` the DiffAugment policy, ``y`` the real batch's labels, ``z ~ N(0, I)``. After each generator step
+with ``T`` the DiffAugment policy, ``y`` the real batch's labels, ``z ~ N(0, I)``. The last term is the
+mode-seeking loss (Mao et al. 2019, MSGAN) against within-class mode collapse: the fake batch is built as
+pairs that share a label (``y_fake = [y[:n/2], y[:n/2]]``), and the generator is rewarded for mapping
+different latents of one class to different images. ``lambda_div = diversity_weight`` (0 = off). After each generator step
 an exponential moving average of the generator weights is updated (the discriminator is not averaged);
 sampling uses the EMA generator in eval mode with BatchNorm statistics recomputed for the EMA weights
 (:meth:`prepare_for_sampling`).
@@ -28,6 +31,12 @@ from .gan_nets import Generator, ProjectionDiscriminator
 log = logging.getLogger(__name__)
 
 
+def mode_seeking_ratio(x1: torch.Tensor, x2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """MSGAN's ratio ``mean|x1 - x2| / mean|z1 - z2|`` (scalar, >= 0) for image pairs ``(M, C, H, W)`` made
+    from latent pairs ``(M, Z)`` of the same class; small values mean the latents collapse to one image."""
+    return (x1 - x2).abs().mean() / (z1 - z2).abs().mean().clamp_min(1e-8)
+
+
 class ConditionalGAN(GeneratorModule):
     """Projection-discriminator cGAN with hinge loss, DiffAugment and generator EMA.
 
@@ -43,12 +52,16 @@ class ConditionalGAN(GeneratorModule):
         diffaugment: comma-separated DiffAugment policy (``"color,translation,cutout"``; ``""`` = none).
         standing_stats_batches: batches of 128 seeded samples used to recompute the EMA generator's
             BatchNorm statistics before sampling.
+        diversity_weight: weight of the mode-seeking loss (0 = off).
+        autocast: run G and D under bf16 autocast while training (weights, optimizer state and the EMA
+            stay float32; sampling runs in float32).
     """
 
     def __init__(self, class_names: Sequence[str], image_shape: Sequence[int], z_dim: int = 64,
                  g_width: int = 32, d_width: int = 32, embed_dim: int = 32, lr_g: float = 2e-4,
                  lr_d: float = 4e-4, betas: Sequence[float] = (0.0, 0.99), ema_decay: float = 0.999,
-                 diffaugment: str = "color,translation", standing_stats_batches: int = 16) -> None:
+                 diffaugment: str = "color,translation", standing_stats_batches: int = 16,
+                 diversity_weight: float = 0.0, autocast: bool = False) -> None:
         super().__init__()
         self.class_names = [str(c) for c in class_names]
         c, h, w = (int(v) for v in image_shape)
@@ -61,7 +74,8 @@ class ConditionalGAN(GeneratorModule):
                                    "embed_dim": int(embed_dim), "lr_g": float(lr_g), "lr_d": float(lr_d),
                                    "betas": [float(b) for b in betas], "ema_decay": float(ema_decay),
                                    "diffaugment": str(diffaugment),
-                                   "standing_stats_batches": int(standing_stats_batches)})
+                                   "standing_stats_batches": int(standing_stats_batches),
+                                   "diversity_weight": float(diversity_weight), "autocast": bool(autocast)})
         self.automatic_optimization = False
         n = len(self.class_names)
         self.generator = Generator(z_dim, n, c, h, width=g_width, embed_dim=embed_dim)
@@ -77,8 +91,13 @@ class ConditionalGAN(GeneratorModule):
         opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr_d, betas=tuple(hp.betas))
         return [opt_g, opt_d]
 
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
+                              enabled=bool(self.hparams.autocast))
+
     def _d(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.discriminator(diff_augment(x, self.hparams.diffaugment), y)
+        with self._autocast():
+            return self.discriminator(diff_augment(x, self.hparams.diffaugment), y).float()
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
         """``batch = (images (N, C, H, W) in [0, 1], labels (N,))``; one D step, one G step, one EMA update."""
@@ -86,24 +105,35 @@ class ConditionalGAN(GeneratorModule):
         real = real * 2 - 1
         opt_g, opt_d = self.optimizers()
         n = real.size(0)
+        div_w = float(self.hparams.diversity_weight)
+        half = n // 2
+        # With the mode-seeking loss the fakes come in pairs (i, i + n/2) sharing a label.
+        y_fake = torch.cat([y[:half], y[:half]]) if div_w > 0 and half > 0 else y
 
         # One generator pass serves both steps: detached for D, then through the updated D for G.
-        z = torch.randn(n, self.hparams.z_dim, device=self.device)
-        fake = self.generator(z, y)
-        d_real, d_fake = self._d(real, y), self._d(fake.detach(), y)
+        z = torch.randn(y_fake.size(0), self.hparams.z_dim, device=self.device)
+        with self._autocast():
+            fake = self.generator(z, y_fake).float()
+        d_real, d_fake = self._d(real, y), self._d(fake.detach(), y_fake)
         loss_d = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(loss_d)
         opt_d.step()
 
-        loss_g = -self._d(fake, y).mean()
+        loss_adv = -self._d(fake, y_fake).mean()
+        loss_g = loss_adv
+        logs = {}
+        if y_fake is not y:
+            ratio = mode_seeking_ratio(fake[:half], fake[half:], z[:half], z[half:])
+            loss_g = loss_adv + div_w / (ratio + 1e-5)
+            logs["ms_ratio"] = ratio.detach()
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss_g)
         opt_g.step()
         self.update_ema()
 
-        self.log_dict({"loss_d": loss_d.detach(), "loss_g": loss_g.detach(),
-                       "d_real": d_real.detach().mean(), "d_fake": d_fake.detach().mean()},
+        self.log_dict({"loss_d": loss_d.detach(), "loss_g": loss_adv.detach(),
+                       "d_real": d_real.detach().mean(), "d_fake": d_fake.detach().mean(), **logs},
                       prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
 
     def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
