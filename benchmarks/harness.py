@@ -26,6 +26,8 @@ class Context:
     device: str
     workdir: str
     shared_data: str
+    #: diffusion checkpoint for the sampling/gan cases (``--checkpoint`` or ``$SYNTHGEN_BENCH_DDPM_CKPT``)
+    checkpoint: str | None = None
 
 
 @dataclass
@@ -66,18 +68,37 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_call(fn: Callable[[], Any], warmup: int = 1, repeats: int = 5, device: str = "cpu") -> Timing:
+def time_call(fn: Callable[[], Any], warmup: int = 1, repeats: int = 5, device: str = "cpu",
+              clock: Callable[[], float] = time.perf_counter) -> Timing:
+    """Seconds per call of ``fn``. ``clock=time.process_time`` measures CPU seconds of this process instead
+    of wall time (steadier on a machine shared with other jobs; with T busy threads it counts T x)."""
     for _ in range(warmup):
         fn()
     sync(device)
     samples = []
     for _ in range(repeats):
         gc.collect()
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
         sync(device)
-        samples.append(time.perf_counter() - t0)
+        samples.append(clock() - t0)
     return Timing(samples)
+
+
+def cpu_clock(device: str) -> Callable[[], float]:
+    """The clock a case should time with: CPU seconds of this process on CPU, wall seconds on a GPU."""
+    return time.perf_counter if device.startswith("cuda") else time.process_time
+
+
+def set_threads(ctx: Context, default: int = 1) -> int:
+    """Torch intra-op threads for a CPU case: ``$SYNTHGEN_BENCH_THREADS`` or ``default`` (1: on a shared
+    machine one thread measures the code, two spinning threads measure the neighbours). Returns it."""
+    import torch
+
+    n = int(os.environ.get("SYNTHGEN_BENCH_THREADS", default))
+    if not ctx.device.startswith("cuda"):
+        torch.set_num_threads(n)
+    return torch.get_num_threads()
 
 
 def peak_rss_gib_of(cmd: list[str], env: dict | None = None) -> tuple[float, float, str]:
