@@ -5,7 +5,7 @@
   given checkpoint).
 * :func:`diffusion_model`: the ``DiffusionModule`` from ``ctx.checkpoint`` (``--checkpoint`` /
   ``$SYNTHGEN_BENCH_DDPM_CKPT``), else one trained here on the prepared training split with the default
-  recipe (``conf/model/ddpm.yaml``) for a fixed step budget (``--quick``: 200 steps x 32 images; else
+  recipe (``conf/model/ddpm.yaml``) for a fixed step budget (``--quick``: 100 steps x 32 images; else
   600 x 128); reused by every case of the run.
 * :func:`feature_extractor`: the evaluate stage's domain feature extractor (``synthgen.metrics.features``),
   trained on the real training split with ``conf/evaluate/default.yaml``'s recipe and cached in
@@ -78,7 +78,7 @@ def diffusion_model(ctx: Context) -> tuple[Any, str]:
         if ckpt is not None:
             model, _ = load_generator(ckpt)
             return model.to(ctx.device).eval(), f"checkpoint {ckpt}"
-        steps, batch = (200, 32) if ctx.quick else (600, 128)
+        steps, batch = (100, 32) if ctx.quick else (600, 128)
         model = train_small(ctx, "ddpm", steps, batch)
         path = Path(ctx.workdir) / "ddpm_small.pt"
         torch.save(model.state_dict(), path)

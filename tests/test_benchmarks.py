@@ -28,7 +28,7 @@ def test_case_module_has_run(name: str) -> None:
 def test_runner_quick_privacy_knn(tmp_path: Path) -> None:
     env = {**os.environ, "SYNTHGEN_BENCH_KNN_SIZES": "600", "SYNTHGEN_BENCH_THREADS": "1"}
     r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--cases", "privacy_knn",
-                        "--out", str(tmp_path)], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+                        "--out", str(tmp_path)], capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     payload = json.loads((tmp_path / "results.json").read_text())
     assert payload["quick"] and not payload["failures"] and payload["machine"]["cpu_count"]

@@ -17,7 +17,7 @@ and 10 steps, all with guidance 1 (one network call per step), on the same ``n``
 Checkpoint: ``--checkpoint`` / ``$SYNTHGEN_BENCH_DDPM_CKPT`` (its ``data/prepared`` next to ``models/``), else a
 small model trained in the run (:func:`benchmarks.fixtures.diffusion_model`). Cost: DDPM 1000 is ~1000
 network calls per image, so ``n`` sets the case's length: ``n = 128`` by default (about 10 minutes on one core
-of this 2-core CPU for the whole case, most of it DDPM), 16 in ``--quick``; ``$SYNTHGEN_BENCH_SAMPLING_N``
+of this 2-core CPU for the whole case, most of it DDPM), 8 in ``--quick``; ``$SYNTHGEN_BENCH_SAMPLING_N``
 overrides it.
 """
 
@@ -86,7 +86,7 @@ def run(ctx: Context) -> list[Row]:
     from synthgen.metrics.frechet import frechet_distance
 
     threads = set_threads(ctx)
-    n = int(os.environ.get("SYNTHGEN_BENCH_SAMPLING_N", 16 if ctx.quick else 128))
+    n = int(os.environ.get("SYNTHGEN_BENCH_SAMPLING_N", 8 if ctx.quick else 128))
     model, origin = fixtures.diffusion_model(ctx)
     extractor = fixtures.feature_extractor(ctx)
     prepared = fixtures.prepared_blood(ctx)
