@@ -16,8 +16,9 @@ and 10 steps, all with guidance 1 (one network call per step), on the same ``n``
 
 Checkpoint: ``--checkpoint`` / ``$SYNTHGEN_BENCH_DDPM_CKPT`` (its ``data/prepared`` next to ``models/``), else a
 small model trained in the run (:func:`benchmarks.fixtures.diffusion_model`). Cost: DDPM 1000 is ~1000
-network calls per image, so ``n`` sets the case's length: ``n = 128`` by default (about 10 minutes on one core
-of this 2-core CPU for the whole case, most of it DDPM), 8 in ``--quick``; ``$SYNTHGEN_BENCH_SAMPLING_N``
+network calls per image, so ``n`` sets the case's length: ``n = 128`` by default (estimated 6-10 minutes on one
+core of this 2-core CPU for the whole case, most of it DDPM 1000, from the quick runs' ~2-4 CPU s per DDPM-1000
+image; not yet timed at full size), 8 in ``--quick``; ``$SYNTHGEN_BENCH_SAMPLING_N``
 overrides it.
 """
 
