@@ -26,6 +26,8 @@ class Context:
     device: str
     workdir: str
     shared_data: str
+    #: diffusion checkpoint for the sampling/gan cases (``--checkpoint`` or ``$SYNTHGEN_BENCH_DDPM_CKPT``)
+    checkpoint: str | None = None
 
 
 @dataclass
@@ -66,28 +68,59 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_call(fn: Callable[[], Any], warmup: int = 1, repeats: int = 5, device: str = "cpu") -> Timing:
+def time_call(fn: Callable[[], Any], warmup: int = 1, repeats: int = 5, device: str = "cpu",
+              clock: Callable[[], float] = time.perf_counter) -> Timing:
+    """Seconds per call of ``fn``. ``clock=time.process_time`` measures CPU seconds of this process instead
+    of wall time (steadier on a machine shared with other jobs; with T busy threads it counts T x)."""
     for _ in range(warmup):
         fn()
     sync(device)
     samples = []
     for _ in range(repeats):
         gc.collect()
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
         sync(device)
-        samples.append(time.perf_counter() - t0)
+        samples.append(clock() - t0)
     return Timing(samples)
 
 
+def cpu_clock(device: str) -> Callable[[], float]:
+    """The clock a case should time with: CPU seconds of this process on CPU, wall seconds on a GPU."""
+    return time.perf_counter if device.startswith("cuda") else time.process_time
+
+
+def set_threads(ctx: Context, default: int = 1) -> int:
+    """Torch intra-op threads for a CPU case: ``$SYNTHGEN_BENCH_THREADS`` or ``default`` (1: on a shared
+    machine one thread measures the code, two spinning threads measure the neighbours). Returns it."""
+    import torch
+
+    n = int(os.environ.get("SYNTHGEN_BENCH_THREADS", default))
+    if not ctx.device.startswith("cuda"):
+        torch.set_num_threads(n)
+    return torch.get_num_threads()
+
+
 def peak_rss_gib_of(cmd: list[str], env: dict | None = None) -> tuple[float, float, str]:
-    """Run ``cmd`` in a child process; return (wall seconds, peak RSS GiB of the child, stdout)."""
-    t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - t0
-    if r.returncode != 0:
-        raise RuntimeError(f"{cmd} failed: {r.stderr[-2000:]}")
-    rss_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Run ``cmd`` in a child process; return (wall seconds, peak RSS GiB of the child, stdout).
+
+    The peak comes from GNU ``/usr/bin/time -f %M`` wrapped around ``cmd``: ``getrusage(RUSAGE_CHILDREN)``
+    would be the maximum over every child so far, and Linux carries a process's RSS high-water mark across
+    ``exec``, so a child forked from this (large) process would report at least this process's size.
+    Without GNU time the figure is that upper bound.
+    """
+    import tempfile
+
+    gnu_time = "/usr/bin/time"
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
+        full = [gnu_time, "-q", "-f", "%M", "-o", rss.name, *cmd] if os.path.exists(gnu_time) else cmd
+        t0 = time.perf_counter()
+        r = subprocess.run(full, capture_output=True, text=True, env=env)
+        wall = time.perf_counter() - t0
+        if r.returncode != 0:
+            raise RuntimeError(f"{cmd} failed: {r.stderr[-2000:]}")
+        text = rss.read().strip().splitlines()
+    rss_kib = int(text[-1]) if full is not cmd and text else resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return wall, rss_kib / 2**20, r.stdout
 
 

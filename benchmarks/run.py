@@ -32,13 +32,20 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--out", default=str(HERE))
+    ap.add_argument("--checkpoint", default=os.environ.get("SYNTHGEN_BENCH_DDPM_CKPT"),
+                    help="diffusion generator.ckpt for the sampling case (default: $SYNTHGEN_BENCH_DDPM_CKPT; "
+                         "none: a small model is trained in the run)")
     args = ap.parse_args(argv)
-    shared = os.environ.get("SYNTHGEN_SHARED_DATA", str(HERE.parent.parent / "shared" / "data"))
+    shared = os.environ.get("SYNTHGEN_SHARED_DATA") or next(  # ../shared/data of a clone or of a worktree
+        (str(p) for p in (HERE.parents[1] / "shared" / "data", HERE.parents[2] / "shared" / "data") if p.exists()),
+        str(HERE.parents[1] / "shared" / "data"))
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     suffix = "" if args.device == "cpu" else f"_{args.device.split(':')[0]}"
     all_rows, failures, timings = [], {}, {}
     with tempfile.TemporaryDirectory(prefix="synthgen-bench-") as work:
-        ctx = Context(quick=args.quick, device=args.device, workdir=work, shared_data=shared)
+        ctx = Context(quick=args.quick, device=args.device, workdir=work, shared_data=shared,
+                      checkpoint=args.checkpoint)
         for name in [c for c in args.cases.split(",") if c]:
             t0 = time.perf_counter()
             print(f"== {name}", flush=True)
@@ -54,11 +61,12 @@ def main(argv=None) -> int:
             timings[name] = time.perf_counter() - t0
     add_ratios(all_rows)
     info = machine()
-    payload = {"machine": info, "quick": args.quick, "device": args.device,
+    payload = {"machine": info, "quick": args.quick, "device": args.device, "checkpoint": args.checkpoint,
                "rows": [as_dict(r) for r in all_rows], "failures": failures, "case_seconds": timings}
     (out / f"results{suffix}.json").write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
     md = [f"# synthgen benchmarks ({args.device}{', quick' if args.quick else ''})", "",
-          "Machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), "", rows_to_markdown(all_rows), ""]
+          "Machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), "",
+          f"Diffusion checkpoint: {args.checkpoint or 'none (small model trained in the run)'}", "", rows_to_markdown(all_rows), ""]
     notes = [f"- {r.case}/{r.variant}: {r.note}" for r in all_rows if r.note]
     if notes:
         md += ["Notes:", *notes, ""]

@@ -2,7 +2,7 @@
 
 All encoders are pure functions of the sample, so shards are byte-identical across runs. The PNG encoder
 is written out (signature + IHDR + one zlib IDAT + IEND, filter type 0) because PIL's per-image overhead
-dominated at MedMNIST sizes; ``benchmarks/export_throughput.py`` compares the two and
+dominated at MedMNIST sizes; ``benchmarks/run.py --cases export`` compares the two and
 ``tests/test_export_shards.py`` checks that PIL decodes ours to the same pixels.
 """
 

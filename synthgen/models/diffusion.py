@@ -13,7 +13,7 @@ module's ``state_dict``: the checkpoint holds the EMA weights that sampling and 
 and the raw weights and optimizer state that make a resumed run continue exactly.
 
 bf16: with ``autocast=True`` every network call runs under ``torch.autocast(bfloat16)`` (on CPUs with
-AVX-512-BF16/AMX this roughly doubles convolution throughput, see ``benchmarks/unet_throughput.py``); the
+AVX-512-BF16/AMX this roughly doubles convolution throughput, see ``benchmarks/cases/unet.py``); the
 loss, the EMA and all sampler arithmetic stay in float32.
 """
 

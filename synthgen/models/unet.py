@@ -1,6 +1,6 @@
 """A small attention-free, class-conditional UNet for 28-64 px medical images on CPU.
 
-Design (chosen by ``benchmarks/unet_throughput.py``, which measures it against MONAI's
+Design (chosen by ``benchmarks/cases/unet.py``, which measures it against MONAI's
 ``DiffusionModelUNet`` and diffusers' ``UNet2DModel`` of the same parameter count):
 
 - no attention: at 7x7-16x16 feature maps attention adds cost on CPU without a measurable gain for
