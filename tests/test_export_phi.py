@@ -33,7 +33,7 @@ from PIL.PngImagePlugin import PngInfo
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
 
-from export_fixture import REPO, export_overrides
+from export_fixture import REPO
 from phi_scan import find_strings
 from synthgen.cli import main as synthgen_cli
 
@@ -108,7 +108,8 @@ def write_phi_source(src: Path) -> tuple[Path, list[str]]:
             ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
             pixels = rng.integers(0, 1500, size=(SIZE, SIZE)) + (600 if label == "effusion" else 0)
             ds.PixelData = pixels.astype("<u2").tobytes()
-            name = f"p{p}_{k}.dcm"
+            name = f"{PHI['PatientName']}{p}/{PHI['AccessionNumber']}_{k}.dcm"  # PACS-style folder names
+            (src / name).parent.mkdir(exist_ok=True)
             ds.save_as(src / name, enforce_file_format=True)
             rows.append({"path": name, "label": label, "patient_id": f"{PHI['PatientID']}{p}"})
     with open(src / "labels.csv", "w", newline="") as f:
@@ -121,11 +122,11 @@ def write_phi_source(src: Path) -> tuple[Path, list[str]]:
 def run_pipeline(src: Path, work: Path, model: str, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run every stage script on ``src`` (outputs under ``work``), then ``synthgen verify``; returns the
     export folder. Each stage must exit 0."""
-    overrides = ["data=dicom", f"data.root={src}", f"data.image_size={SIZE}", *export_overrides(work),
-                 f"evaluate.cache_dir={work / '.cache/evaluate'}",
-                 f"privacy.embedding.cache_dir={work / '.cache/privacy'}", "export.format=dicom+nifti",
+    overrides = ["data=dicom", f"data.root={src}", f"data.image_size={SIZE}", "export.format=dicom+nifti",
                  *TINY, *MODELS[model]]
-    monkeypatch.chdir(work)  # like `dvc repro` in the project root; nothing may land in the checkout
+    # Like `dvc repro` in the project root: the default relative paths (data/, models/, metrics/, reports/,
+    # .cache/) resolve under `work`; nothing may land in the checkout.
+    monkeypatch.chdir(work)
     for stage in STAGES:
         script = REPO / "pipelines" / f"{stage}.py"
         monkeypatch.setattr(sys, "argv", [str(script), *overrides])
@@ -172,11 +173,13 @@ def test_scanner_finds_strings_in_every_encoding_and_container(tmp_path):
 
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_no_phi_reaches_export_metrics_or_reports(tmp_path, monkeypatch, model):
-    src, source_uids = write_phi_source(tmp_path / "source")
+    # Folder names carry PHI too (a site's project folder, PACS folders named after patients): any absolute
+    # path or source file name written downstream is then a hit.
+    src, source_uids = write_phi_source(tmp_path / f"PACS_{PHI['InstitutionAddress'].split()[-1]}")
     needles = [*PHI.values(), *PHI_FORMS]
     assert {h.rsplit(": ", 1)[1] for h in find_strings(needles, src)} >= {repr(v) for v in PHI.values()}
-    work = tmp_path / "work"
-    work.mkdir()
+    work = tmp_path / "Cheeseborough_study" / "work"
+    work.mkdir(parents=True)
     out = run_pipeline(src, work, model, monkeypatch)
 
     # The real stages ran: the audited cohort comes from the trained generator, exported in every format.
