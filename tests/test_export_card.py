@@ -65,3 +65,27 @@ def test_unreadable_metrics_file_is_named(tmp_path):
     with pytest.raises(InputError, match="evaluate.json: not valid JSON"):
         export(export_cfg(tmp_path))
     assert not (tmp_path / "data/export/synthetic").exists()
+
+
+def test_card_redacts_absolute_paths_and_lists_only_training_budget(tmp_path):
+    """A privacy summary or metrics value holding an absolute path (the privacy stage records where its report
+    went) must not reach the card: folder names can carry site or patient names."""
+    import json
+
+    build_audited(tmp_path, n=6)
+    meta_p = tmp_path / "data/audited/cohort.json"
+    meta = json.loads(meta_p.read_text())
+    meta["privacy"]["report"] = "/srv/StMungo_Hospital/reports/privacy_report.json"
+    meta["config"]["generate"]["batch_size"] = 256
+    meta_p.write_text(json.dumps(meta))
+    (tmp_path / "metrics/privacy.json").write_text(json.dumps(
+        {"passed": True, "report": "C:\\Users\\drsmith\\privacy_report.json", "relative": "reports/x.json"}))
+    (tmp_path / "metrics/train.json").write_text(json.dumps({"global_step": 7, "log": "~/runs/MRN123/train.log"}))
+    text = (export(export_cfg(tmp_path)) / "README.md").read_text()
+    for secret in ("StMungo", "drsmith", "MRN123"):
+        assert secret not in text
+    assert "| report | <local path> |" in text and "| metrics.report | <local path> |" in text
+    assert "| metrics.relative | reports/x.json |" in text           # relative paths are kept
+    budget = text.split("Training budget:")[1].split("###")[0]
+    assert "| trainer.max_steps | 120 |" in budget and "| train metric global_step | 7 |" in budget
+    assert "generate." not in budget                               # sampling settings are not training budget

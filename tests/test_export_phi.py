@@ -1,160 +1,205 @@
-"""No PHI, ever: identifying strings in the source DICOM headers must not reach the export, metrics or reports.
+"""No PHI, ever: identifying strings in source DICOM headers never reach the export, metrics or reports.
 
-The pipeline runs in stages (:func:`run_pipeline`); each stage uses the real implementation where this
-checkout has it and a contract-exact stand-in otherwise, so extending the test to the full pipeline means
-replacing a stand-in with the stage call:
+A tiny DICOM cohort whose headers carry patient names (one non-ASCII, UTF-8 character set), IDs, birth
+dates, institution, address, accession numbers, physicians and a private tag goes through the REAL pipeline:
+every stage script ``pipelines/{prepare,train,generate,evaluate,privacy,export}.py`` runs as ``python
+<script> <overrides>`` would (``runpy`` in this process, so torch and Lightning import once), with tiny
+budgets, then ``synthgen verify`` as in ``dvc.yaml``. The train/generate stages run for both generators.
+:mod:`phi_scan` then looks for every identifying string, in many encodings and inside containers (tar, gzip,
+zip/npz, PNG text chunks, DICOM values), under the export, metrics and reports, and under every other folder
+the stages downstream of ``prepare`` write.
 
-- prepare: ``data=dicom`` (the ingest reader) when ``conf/data/dicom.yaml`` exists, else the pixels decoded
-  with pydicom (``pixel_array`` only, as a reader would).
-- train/generate/privacy: stand-in: the audited cohort built from the prepared training pixels with
-  :func:`export_fixture.build_audited` (worst case for PHI: the "synthetic" images are the real ones).
-- export: the real stage, every format (shards, index, card, DICOM, NIfTI).
+The labels CSV deliberately reuses the header PatientID as ``patient_id`` (a user who ignored the README's
+"use pseudonyms"): ``data/prepared`` then holds it by design, which doubles as the scanner's positive control
+for numpy's UTF-32 strings inside an ``.npz``.
 """
 
 from __future__ import annotations
 
 import csv
-import gzip
+import io
+import json
+import runpy
+import sys
 import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pydicom
+import pytest
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import CTImageStorage, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
 
-from export_fixture import REPO, build_audited, export_overrides
-from synthgen.config import compose
+from export_fixture import REPO
+from phi_scan import find_strings
+from synthgen.cli import main as synthgen_cli
 
 PHI = {
     "PatientName": "Quixley^Zebulon^Marmaduke",
+    "OtherPatientNames": "Ødegård^Bjørnstjerne",
     "PatientID": "PID-8675309-QX",
+    "OtherPatientIDs": "MRN-000424242",
     "PatientBirthDate": "19450317",
+    "PatientAddress": "42 Wallaby Way, Sydney",
     "InstitutionName": "Saint Elsewhere Quarantine Hospital",
-    "InstitutionAddress": "42 Wallaby Way, Sydney",
+    "InstitutionAddress": "17 Cheeseborough Lane, Wigglesworth",
     "AccessionNumber": "ACC55501ZZ",
     "ReferringPhysicianName": "Hieronymus^Bosch",
     "OperatorsName": "Tech^Wilhelmina",
     "StudyDescription": "CHEST Quixley private study",
-    "OtherPatientIDs": "MRN-000424242",
 }
+# Name components and other spellings of the values above, each distinctive enough that a hit means a leak
+# (generic words such as "Hospital" or "CHEST" are left out: our own card may say them).
+PHI_FORMS = ["Quixley", "Zebulon", "Marmaduke", "Quixley Zebulon", "Zebulon Quixley", "Ødegård", "Bjørnstjerne",
+             "8675309", "000424242", "1945-03-17", "17.03.1945", "03/17/1945", "1945/03/17", "Wallaby",
+             "Elsewhere Quarantine", "Cheeseborough", "Wigglesworth", "55501ZZ", "Hieronymus", "Wilhelmina"]
 CLASSES = ("effusion", "normal")
+N_PATIENTS, IMAGES_PER_PATIENT, SIZE = 16, 2, 16  # 20 train / 4 val / 4 test / 4 holdout images
+
+# Tiny budgets (seconds of CPU per stage); the recipes stay the real ones.
+TINY = ["trainer.max_steps=4", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",
+        "train.num_threads=1", "generate.per_class=4", "generate.sampling.steps=2", "generate.grid_columns=4",
+        "generate.grid_rows=1", "evaluate.threads=1", "evaluate.classifier.steps=4", "evaluate.features.steps=4",
+        "evaluate.utility.seeds=[0]", "evaluate.diversity.pairs_per_class=4", "evaluate.fidelity.k=2",
+        "evaluate.fidelity.kid_subset_size=4", "privacy.threads=1", "privacy.embedding.steps=4",
+        "privacy.embedding.batch_size=16",
+        # 8 samples of a 4-step model on 20 noise images cannot meet the calibrated gates (defaults
+        # unchanged); the test is about where strings go, so it only relaxes these gates here.
+        "privacy.gates.max_flagged_share=0.9", "privacy.gates.mia_max_auc=1.0",
+        "privacy.gates.mia_max_tpr_at_1pct_fpr=1.0"]
+MODELS = {
+    "ddpm": ["model=ddpm", "model.channels=[8,16,16]", "model.batch_size=8", "model.warmup_steps=1"],
+    "cgan": ["model=cgan", "model.z_dim=8", "model.g_width=8", "model.d_width=8", "model.embed_dim=4",
+             "model.batch_size=8", "model.standing_stats_batches=2"],
+}
+STAGES = ("prepare", "train", "generate", "evaluate", "privacy", "export")
 
 
-def forbidden_strings() -> list[str]:
-    """Every PHI value, its name components, and the birth date written other ways."""
-    out = set()
-    for v in PHI.values():
-        out.add(v)
-        out.update(p for p in v.replace("^", " ").split() if len(p) >= 5)
-    out.update({"1945-03-17", "17.03.1945", "03/17/1945", "Quixley Zebulon"})
-    return sorted(out, key=len)
-
-
-def write_phi_source(src: Path, n_per_patient: int = 3) -> Path:
-    """DICOM CT files of 4 patients (2 per class) whose headers carry distinctive PHI, plus labels.csv."""
+def write_phi_source(src: Path) -> tuple[Path, list[str]]:
+    """CT DICOM files of ``N_PATIENTS`` patients (half per class) whose headers carry distinctive PHI, plus
+    labels.csv. Returns the folder and every UID written (study, series, instance)."""
     rng = np.random.default_rng(0)
     src.mkdir(parents=True)
-    rows = []
-    for p in range(4):
+    rows, uids = [], []
+    for p in range(N_PATIENTS):
         label = CLASSES[p % 2]
-        for k in range(n_per_patient):
+        study = generate_uid()
+        for k in range(IMAGES_PER_PATIENT):
             ds = Dataset()
             ds.file_meta = FileMetaDataset()
             ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
             ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: the non-ASCII name is stored as UTF-8 bytes
             ds.SOPClassUID = CTImageStorage
             ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-            ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+            ds.StudyInstanceUID, ds.SeriesInstanceUID = study, generate_uid()
+            uids += [ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID]
             for kw, value in PHI.items():
                 setattr(ds, kw, f"{value}{p}" if kw == "PatientID" else value)
             ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = "20190102"
             ds.add_new(0x00291010, "LO", f"private note about {PHI['PatientName']}")  # private tag
             ds.Modality, ds.ImageType = "CT", ["ORIGINAL", "PRIMARY", "AXIAL"]
-            ds.Rows = ds.Columns = 16
+            ds.Rows = ds.Columns = SIZE
             ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
             ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
             ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
-            pixels = rng.integers(0, 1500, size=(16, 16)) + (600 if label == "effusion" else 0)
+            pixels = rng.integers(0, 1500, size=(SIZE, SIZE)) + (600 if label == "effusion" else 0)
             ds.PixelData = pixels.astype("<u2").tobytes()
-            name = f"p{p}_{k}.dcm"
+            name = f"{PHI['PatientName']}{p}/{PHI['AccessionNumber']}_{k}.dcm"  # PACS-style folder names
+            (src / name).parent.mkdir(exist_ok=True)
             ds.save_as(src / name, enforce_file_format=True)
             rows.append({"path": name, "label": label, "patient_id": f"{PHI['PatientID']}{p}"})
     with open(src / "labels.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["path", "label", "patient_id"])
         w.writeheader()
         w.writerows(rows)
-    return src
+    return src, sorted(set(uids))
 
 
-def stage_prepare(src: Path, work: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Source -> (train images (N, 1, H, W) uint16, labels, class names)."""
-    if (REPO / "conf" / "data" / "dicom.yaml").exists():
-        from synthgen.data.prepare import prepare
-        from synthgen.data.prepared import load_split
-
-        cfg = compose(["data=dicom", f"data.root={src}", "data.labels=labels.csv", "data.image_size=16",
-                       *export_overrides(work)])
-        prepare(cfg)
-        train = load_split(work / "data/prepared", "train", as_float=False)
-        return train.images, train.labels, list(train.class_names)
-    images, labels = [], []
-    with open(src / "labels.csv") as f:
-        for row in csv.DictReader(f):
-            images.append(pydicom.dcmread(src / row["path"]).pixel_array[None].astype(np.uint16))
-            labels.append(CLASSES.index(row["label"]))
-    return np.stack(images), np.asarray(labels), list(CLASSES)
-
-
-def run_pipeline(src: Path, work: Path) -> Path:
-    """Run every available stage on ``src``; returns the export folder."""
-    images, labels, class_names = stage_prepare(src, work)
-    # Stand-in for train -> generate -> evaluate -> privacy (replace with those stages when they land):
-    build_audited(work, images=images, labels=labels, class_names=class_names, extras=False)
-    from synthgen.export import export
-
-    return export(compose(export_overrides(work, format="dicom+nifti")))
-
-
-def _texts(path: Path) -> list[bytes]:
-    """The bytes of ``path`` plus, for containers, of what they hold (gzip members, tar members)."""
-    data = path.read_bytes()
-    out = [data]
-    if path.name.endswith(".gz"):
-        out.append(gzip.decompress(data))
-    if path.suffix == ".tar":
-        with tarfile.open(path) as tf:
-            out += [tf.extractfile(m).read() for m in tf if m.isfile()]
+def run_pipeline(src: Path, work: Path, model: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run every stage script on ``src`` (outputs under ``work``), then ``synthgen verify``; returns the
+    export folder. Each stage must exit 0."""
+    overrides = ["data=dicom", f"data.root={src}", f"data.image_size={SIZE}", "export.format=dicom+nifti",
+                 *TINY, *MODELS[model]]
+    # Like `dvc repro` in the project root: the default relative paths (data/, models/, metrics/, reports/,
+    # .cache/) resolve under `work`; nothing may land in the checkout.
+    monkeypatch.chdir(work)
+    for stage in STAGES:
+        script = REPO / "pipelines" / f"{stage}.py"
+        monkeypatch.setattr(sys, "argv", [str(script), *overrides])
+        with pytest.raises(SystemExit) as done:
+            runpy.run_path(str(script), run_name="__main__")
+        assert done.value.code in (0, None), f"{stage} exited {done.value.code}"
+    out = work / "data" / "export" / "synthetic"
+    assert synthgen_cli(["verify", str(out)]) == 0
     return out
 
 
-def find_phi(*roots: Path) -> list[str]:
-    hits = []
-    needles = forbidden_strings()
-    for root in roots:
-        if not root.exists():
-            continue
-        for p in sorted(q for q in root.rglob("*") if q.is_file()):
-            for blob in _texts(p):
-                low = blob.lower()
-                hits += [f"{p}: {s!r}" for s in needles if s.lower().encode() in low]
-    return sorted(set(hits))
+def test_scanner_finds_strings_in_every_encoding_and_container(tmp_path):
+    """Positive controls: a scanner that misses these would let a leak pass."""
+    name, uni = "Quixley", "Ødegård"
+    (tmp_path / "upper.txt").write_text(f"x {name.upper()} y")
+    buf = io.BytesIO()  # numpy unicode (UTF-32) inside an uncompressed .npz, inside a gzip'd tar member
+    np.savez(buf, ids=np.array([f"{uni}-{name}"]))
+    member = __import__("gzip").compress(buf.getvalue())
+    with tarfile.open(tmp_path / "shard.tar", "w") as tf:
+        info = tarfile.TarInfo("k.npz.gz")
+        info.size = len(member)
+        tf.addfile(info, io.BytesIO(member))
+    with zipfile.ZipFile(tmp_path / "deflated.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a.json", json.dumps({"n": uni}))  # "\u00d8deg\u00e5rd"
+    meta = PngInfo()
+    meta.add_text("Author", f"{name}{name}" * 20, zip=True)  # zTXt
+    meta.add_itxt("Title", uni * 5, zip=True)  # compressed iTXt
+    Image.new("L", (4, 4)).save(tmp_path / "preview.png", pnginfo=meta)
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = CTImageStorage, "1.2.3"
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.PatientName = CTImageStorage, "1.2.3", f"{name}^{uni}"
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.save_as(tmp_path / "deflated.dcm", enforce_file_format=True)
+    assert name.encode() not in (tmp_path / "deflated.dcm").read_bytes()  # hidden by deflate
+    hits = find_strings([name, uni], tmp_path)
+    for f, needles in {"upper.txt": [name], "shard.tar": [name, uni], "deflated.zip": [uni],
+                       "preview.png": [name, uni], "deflated.dcm": [name, uni]}.items():
+        for s in needles:
+            assert any(h.startswith(str(tmp_path / f)) and h.endswith(repr(s)) for h in hits), (f, s, hits)
+    assert find_strings(["Zebulon"], tmp_path) == []
 
 
-def test_no_phi_reaches_export_metrics_or_reports(tmp_path):
-    src = write_phi_source(tmp_path / "source")
-    assert find_phi(src), "the scanner must see the PHI in the source (positive control)"
-    work = tmp_path / "work"
-    out = run_pipeline(src, work)
-    assert sorted(p.name for p in out.iterdir())[:3] == ["README.md", "dicom", "index.json"]
-    assert len(list((out / "dicom").iterdir())) > 0 and len(list((out / "nifti").iterdir())) > 0
-    assert find_phi(out, work / "metrics", work / "reports") == []
-    for f in (out / "dicom").iterdir():  # no date, no source UID, no private tag in the synthetic DICOM
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_no_phi_reaches_export_metrics_or_reports(tmp_path, monkeypatch, model):
+    # Folder names carry PHI too (a site's project folder, PACS folders named after patients): any absolute
+    # path or source file name written downstream is then a hit.
+    src, source_uids = write_phi_source(tmp_path / f"PACS_{PHI['InstitutionAddress'].split()[-1]}")
+    needles = [*PHI.values(), *PHI_FORMS]
+    assert {h.rsplit(": ", 1)[1] for h in find_strings(needles, src)} >= {repr(v) for v in PHI.values()}
+    work = tmp_path / "Cheeseborough_study" / "work"
+    work.mkdir(parents=True)
+    out = run_pipeline(src, work, model, monkeypatch)
+
+    # The real stages ran: the audited cohort comes from the trained generator, exported in every format.
+    audited = json.loads((work / "data/audited/cohort.json").read_text())
+    assert audited["generator"] == model and audited["privacy"]["passed"]
+    assert json.loads((work / "metrics/train.json").read_text())["global_step"] > 0
+    index = json.loads((out / "index.json").read_text())
+    n = index["totals"]["samples"]
+    assert n == audited["privacy"]["n_kept"] > 0
+    assert len(list((out / "dicom").iterdir())) == n == len(list((out / "nifti").iterdir()))
+    assert find_strings([PHI["PatientID"]], work / "data/prepared"), "positive control: patient_id column"
+
+    # No PHI (nor a source UID) in the export, metrics or reports -- nor anywhere else downstream of prepare.
+    assert find_strings(needles + source_uids, work / "data/export", work / "metrics", work / "reports") == []
+    downstream = [p for p in work.iterdir() if p.name != "data"]
+    downstream += [p for p in (work / "data").iterdir() if p.name != "prepared"]
+    assert sorted(p.name for p in downstream) == [".cache", "audited", "export", "generated", "metrics",
+                                                  "models", "reports"]
+    assert find_strings(needles + source_uids, *downstream) == []
+    for f in (out / "dicom").iterdir():  # no date, no private tag in the synthetic DICOM
         ds = pydicom.dcmread(f)
         assert not any(el.tag.is_private for el in ds)
         assert ds.StudyDate == "" and "PatientBirthDate" in ds and ds.PatientBirthDate == ""
-    source_uids = {str(pydicom.dcmread(p).SOPInstanceUID) for p in src.glob("*.dcm")}
-    assert not any(u.encode() in (out / "index.json").read_bytes() for u in source_uids)
-    for f in (out / "dicom").iterdir():
-        raw = f.read_bytes()
-        assert not any(u.encode() in raw for u in source_uids)

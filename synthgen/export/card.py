@@ -6,8 +6,9 @@ provenance (source cohort summary, model, training budget, full config), evaluat
 report, and intended use and limitations.
 
 No PHI: from the source cohort only aggregate, allow-listed fields of ``data/prepared/meta.json`` are shown
-(counts, image size, channels, dtype, modality, source kind), and every config value whose key names a
-file system location (``path``, ``root``, ``*_path``, ``*_dir``, ...) is replaced by ``<local path>``.
+(counts, image size, channels, dtype, modality, source kind), and in the configs and metrics every value
+whose key names a file system location (``path``, ``root``, ``*_path``, ``*_dir``, ...) and every absolute
+path (a folder name can carry a patient or site name) is replaced by ``<local path>``.
 The text depends only on its inputs (no timestamps), so the card is byte-identical across runs.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -28,6 +30,7 @@ _PATH_KEYS = ("path", "paths", "root", "dir", "file", "url", "cache")
 _SOURCE_KEYS = ("kind", "name", "modality", "flavour")
 _BUDGET_KEYS = ("max_epochs", "max_steps", "max_time", "epochs", "steps", "batch_size", "max_batches",
                 "limit_train_batches", "precision", "accelerator", "devices")
+_TRAINING_GROUPS = ("model", "trainer", "train")
 
 
 def _is_path_key(key: str) -> bool:
@@ -35,14 +38,20 @@ def _is_path_key(key: str) -> bool:
     return any(k == p or k.endswith("_" + p) or k.startswith(p + "_") for p in _PATH_KEYS)
 
 
+def _is_absolute_path(v: Any) -> bool:
+    """``/x``, ``~/x``, ``C:\\x`` or ``C:/x``: a location on the machine that wrote it."""
+    return isinstance(v, str) and (v.startswith(("/", "~")) or re.match(r"^[A-Za-z]:[\\/]", v) is not None)
+
+
 def redact_paths(obj: Any) -> Any:
-    """Copy of a config tree with file system locations replaced by ``"<local path>"``."""
+    """Copy of a config or metrics tree with file system locations (values of path-like keys, and any
+    absolute path) replaced by ``"<local path>"``."""
     if isinstance(obj, Mapping):
         return {k: ("<local path>" if _is_path_key(k) and v not in (None, "") and not isinstance(v, (int, float))
                     else redact_paths(v)) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [redact_paths(v) for v in obj]
-    return obj
+    return "<local path>" if _is_absolute_path(obj) else obj
 
 
 def flatten_scalars(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -183,8 +192,11 @@ def render_card(cohort: AuditedCohort, index: Mapping[str, Any], export_cfg: Map
         ("checkpoint sha256", cohort.checkpoint_sha256), ("config hash", cohort.config_hash),
         ("synthgen version", cohort.synthgen_version)]) + "\n")
     cfg = redact_paths(cohort.config)
-    budget = [(k, v) for k, v in flatten_scalars(cfg).items() if k.split(".")[-1] in _BUDGET_KEYS]
-    budget += [(f"train metric {k}", v) for k, v in flatten_scalars(train or {}).items()]
+    # Only training settings (generate.* batch sizes and sampler steps are in the full configuration below);
+    # the generate stage records the model config, so the budget actually spent comes from metrics/train.json.
+    budget = [(k, v) for k, v in flatten_scalars(cfg).items()
+              if k.split(".")[0] in _TRAINING_GROUPS and k.split(".")[-1] in _BUDGET_KEYS]
+    budget += [(f"train metric {k}", v) for k, v in flatten_scalars(redact_paths(train or {})).items()]
     out.append("Training budget:\n")
     out.append((_table(("setting", "value"), budget) if budget else "not recorded") + "\n")
     out.append("### Full configuration\n")
@@ -194,13 +206,13 @@ def render_card(cohort: AuditedCohort, index: Mapping[str, Any], export_cfg: Map
     out.append("```yaml\n" + yaml.safe_dump(redact_paths(dict(export_cfg)), sort_keys=True).rstrip() + "\n```\n")
 
     out.append("## Evaluation\n")
-    ev = flatten_scalars(evaluate or {})
+    ev = flatten_scalars(redact_paths(evaluate or {}))
     out.append((_table(("metric", "value"), list(ev.items())) if ev else
                 "No evaluation metrics (`metrics/evaluate.json`) were available.") + "\n")
 
     out.append("## Privacy report\n")
-    summary = flatten_scalars(cohort.privacy_summary)
-    summary.update({f"metrics.{k}": v for k, v in flatten_scalars(privacy or {}).items()})
+    summary = flatten_scalars(redact_paths(cohort.privacy_summary))
+    summary.update({f"metrics.{k}": v for k, v in flatten_scalars(redact_paths(privacy or {})).items()})
     out.append("Only samples the privacy gate kept are exported (gate summary from `cohort.json`, details "
                "from `metrics/privacy.json`):\n")
     out.append(_table(("field", "value"), list(summary.items())) + "\n")

@@ -9,8 +9,9 @@ dot-free):
 - ``<key>.json`` class name, ``synthetic: true``, generator, synthgen version, checkpoint sha256, config hash,
   seed, row index in the generated cohort and this sample's privacy scores
 
-Shards are written with ``webdataset.ShardWriter(mtime=0)`` (fixed uid/gid/user names/mode), in a stable
-order: samples sorted by ``index``, then permuted with a seeded RNG (``export.seed``) so that every shard
+Shards hold the bytes ``webdataset.ShardWriter(mtime=0)`` writes (fixed uid/gid/user names/mode; written by
+:class:`synthgen.export.tarwriter.ShardTarWriter`, which needs a third of its CPU), in a stable order:
+samples sorted by ``index``, then permuted with a seeded RNG (``export.seed``) so that every shard
 mixes the classes (shard-level shuffling at read time then mixes well). Same cohort + same config ->
 byte-identical shards.
 """
@@ -23,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import webdataset as wds
 
 from .audited import AuditedCohort
+from .tarwriter import ShardTarWriter
 from .encode import KEY_PATTERN, NpyEncoder, SampleJson, encode_png, preview_8bit, provenance, sample_key
 
 SHARD_PATTERN = "{name}-%06d.tar"
@@ -68,7 +69,7 @@ def write_shards(cohort: AuditedCohort, out_dir: str | os.PathLike, name: str, m
         cohort: the audited cohort (images ``(N, C, H, W)`` uint8|uint16).
         out_dir: an existing folder (the export's temp folder).
         name: export name; ``[A-Za-z0-9_-]+`` (it starts every file name and sample key).
-        max_samples: most samples per shard (``ShardWriter(maxcount=)``).
+        max_samples: most samples per shard (ShardWriter's ``maxcount``).
         max_bytes: a shard is closed once its payload reaches this many bytes (``maxsize``; None = no limit).
         shuffle, seed: see :func:`sample_order`.
         png_level: deflate level of the previews (ISA-L 0-3, see encode_png).
@@ -101,8 +102,8 @@ def write_shards(cohort: AuditedCohort, out_dir: str | os.PathLike, name: str, m
                      "classes": {c: per_shard.get(fname, {}).get(c, 0) for c in names}})
 
     pattern = str(out_dir / SHARD_PATTERN.format(name=name))
-    writer = wds.ShardWriter(pattern, maxcount=int(max_samples), maxsize=float(max_bytes or 1e18),
-                             post=finished, opener=opener, verbose=0, encoder=False, mtime=0)
+    writer = ShardTarWriter(pattern, maxcount=int(max_samples), maxsize=float(max_bytes or 1e18),
+                            post=finished, opener=opener)
     try:
         for i in sample_order(cohort, shuffle, seed):
             label, idx = int(cohort.labels[i]), int(cohort.index[i])
@@ -115,8 +116,8 @@ def write_shards(cohort: AuditedCohort, out_dir: str | os.PathLike, name: str, m
                 "npy": npy(image),
                 "png": encode_png(preview_8bit(image), png_level),
             }
-            # ShardWriter closes a shard before the sample that would exceed its limits: note the file the
-            # sample lands in only after the write.
+            # A shard is closed before the sample that would exceed its limits: note the file the sample
+            # lands in only after the write.
             writer.write(sample)
             counts = per_shard.setdefault(writer.fname, {})
             counts[names[label]] = counts.get(names[label], 0) + 1
