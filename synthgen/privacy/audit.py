@@ -83,11 +83,15 @@ def embedding_config(cfg: Mapping) -> EmbeddingConfig:
 
 
 def run_audit(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, cfg: Mapping,
-              error_fn: ErrorFn | None = None, cache_dir: str | None = None) -> AuditResult:
+              error_fn: ErrorFn | None = None, cache_dir: str | None = None,
+              loss_info: Mapping[str, Any] | None = None) -> AuditResult:
     """Audit ``synthetic`` against ``train`` with thresholds calibrated on ``holdout`` (see module doc).
 
     ``cfg`` is the ``privacy`` config group (plain mapping); ``error_fn(images01, labels) -> (N,)`` adds the
-    loss-based membership attack (diffusion models); ``cache_dir`` overrides ``embedding.cache_dir``.
+    loss-based membership attack (diffusion models; members and non-members capped by
+    ``mia_loss.max_samples``, else ``gates.mia_max_samples``) and gates on it; ``loss_info`` is recorded
+    with it in ``stats["mia_loss"]`` (without ``error_fn``: why the attack does not apply, not gated);
+    ``cache_dir`` overrides ``embedding.cache_dir``.
     """
     for s in (train, holdout, synthetic):
         if len(s) == 0:
@@ -98,15 +102,15 @@ def run_audit(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, cfg: Mapp
     if threads:
         torch.set_num_threads(int(threads))
     try:
-        return _run(train, holdout, synthetic, cfg, error_fn, cache_dir)
+        return _run(train, holdout, synthetic, cfg, error_fn, cache_dir, loss_info)
     finally:
         torch.set_num_threads(old)
 
 
 def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, cfg: Mapping,
-         error_fn: ErrorFn | None, cache_dir: str | None) -> AuditResult:
-    t_start = time.time()
-    timings: dict[str, float] = {}
+         error_fn: ErrorFn | None, cache_dir: str | None, loss_info: Mapping[str, Any] | None) -> AuditResult:
+    t_start, c_start = time.time(), time.process_time()
+    timings: dict[str, float] = {}  # wall seconds per step; *_cpu: user+sys CPU seconds of this process
     seed = int(_get(cfg, "seed", 0))
     kcfg = _get(cfg, "knn", {}) or {}
     cache = NeighbourCache(float(kcfg.get("chunk_mb", 256)), str(kcfg.get("backend", "auto")),
@@ -124,10 +128,11 @@ def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, cfg: Mapping,
     timings["exact"] = time.time() - t_start
 
     # 2. representations
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     model = load_or_train(train.images, embedding_config(cfg),
                           cache_dir if cache_dir is not None else _get(cfg, "embedding.cache_dir"))
     timings["embedding_train_or_load"] = time.time() - t0
+    timings["embedding_train_or_load_cpu"] = time.process_time() - c0
     t0 = time.time()
     dev = str(kcfg.get("device", "cpu"))
     factor = int(_get(cfg, "pixel.lowres_factor", 4))
@@ -174,8 +179,12 @@ def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, cfg: Mapping,
     # 6. cohort statistics on the kept cohort, then gates
     t0 = time.time()
     kept = ~flags
-    stats = cohort_stats(train, holdout, synthetic, kept, cache, seed, int(_get(cfg, "gates.mia_max_samples", 5000)),
-                         error_fn)
+    mia_max = int(_get(cfg, "gates.mia_max_samples", 5000))
+    stats = cohort_stats(train, holdout, synthetic, kept, cache, seed, mia_max, error_fn,
+                         int(_get(cfg, "mia_loss.max_samples", None) or mia_max))
+    timings["cohort_stats"] = time.time() - t0
+    if loss_info is not None:
+        stats["mia_loss"] = {**dict(loss_info), **stats.get("mia_loss", {})}
     stats.update({
         "n_train": len(train), "n_holdout": len(holdout), "n_synthetic": len(synthetic),
         "n_flagged": int(flags.sum()), "flagged_share": float(flags.mean()),
@@ -194,9 +203,9 @@ def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, cfg: Mapping,
         "score_quantiles": {r: {"synthetic": _quantiles(ss[r]), "holdout": _quantiles(hs[r][keep_cal])}
                             for r in ("pearson", "ssim", "embedding", "ratio")},
     })
-    timings["cohort_stats"] = time.time() - t0
     gates = cohort_gates(stats, _get(cfg, "gates", {}) or {})
     timings["total"] = time.time() - t_start
+    timings["total_cpu"] = time.process_time() - c_start
     duplicates = {
         "quantize_dtype": qdtype,
         "within_train": [list(map(int, g)) for g in train_groups],
@@ -217,11 +226,14 @@ def _quantiles(x: np.ndarray) -> dict[str, float]:
 
 
 def cohort_stats(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, kept: np.ndarray,
-                 cache: NeighbourCache, seed: int, mia_max: int, error_fn: ErrorFn | None) -> dict[str, Any]:
+                 cache: NeighbourCache, seed: int, mia_max: int, error_fn: ErrorFn | None,
+                 loss_max: int | None = None) -> dict[str, Any]:
     """DCR and membership-inference statistics (copy-detection embedding space).
 
     ``dcr``/``mia`` are measured on the kept (exported) samples and gate the cohort; ``dcr_all``/``mia_all``
-    on every generated sample (what the model produced, before the gate dropped anything).
+    on every generated sample (what the model produced, before the gate dropped anything); ``mia_loss``
+    (with ``error_fn``) on the model itself: ``min(N_train, N_holdout, loss_max)`` seeded members and as
+    many non-members (prefixes of the same permutations as the distance attack's).
     """
     e_train = cache.vectors("embedding", "train")
     e_hold = cache.vectors("embedding", "holdout")
@@ -230,8 +242,8 @@ def cohort_stats(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, kept: 
     sub = equal_size_subset(len(train), len(holdout), seed)
     rng = np.random.default_rng(seed + 1)
     m = min(len(train), len(holdout), mia_max)
-    mem = np.sort(rng.permutation(len(train))[:m])
-    non = np.sort(rng.permutation(len(holdout))[:m])
+    perm_train, perm_hold = rng.permutation(len(train)), rng.permutation(len(holdout))
+    mem, non = np.sort(perm_train[:m]), np.sort(perm_hold[:m])
     out: dict[str, Any] = {}
     for tag, rows in (("", np.flatnonzero(kept)), ("_all", np.arange(len(e_all)))):
         if not len(rows):
@@ -247,6 +259,8 @@ def cohort_stats(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, kept: 
         sn, _ = knn(e_hold[non], e_syn, 1, **kw)
         out[f"mia{tag}"] = distance_attack(sm[:, 0], sn[:, 0])
     if error_fn is not None:
-        out["mia_loss"] = loss_attack(error_fn, train.images[mem], train.labels[mem],
-                                      holdout.images[non], holdout.labels[non])
+        ml = min(len(train), len(holdout), int(loss_max if loss_max is not None else mia_max))
+        lm, ln = np.sort(perm_train[:ml]), np.sort(perm_hold[:ml])
+        out["mia_loss"] = loss_attack(error_fn, train.images[lm], train.labels[lm],
+                                      holdout.images[ln], holdout.labels[ln])
     return out

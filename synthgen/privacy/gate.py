@@ -84,7 +84,7 @@ def cohort_gates(stats: Mapping[str, Any], gates: Mapping[str, Any]) -> dict[str
                        rule=f"fail if share > {dlim} and one-sided binomial p < {alpha}")
     for key in ("mia", "mia_loss"):
         m = stats.get(key)
-        if not m:
+        if not m or m.get("applicable") is False:   # e.g. the loss attack on a GAN: reported, not gated
             continue
         auc, tpr = m.get("auc", float("nan")), m.get("tpr_at_fpr", float("nan"))
         alim, tlim = float(g.get("mia_max_auc", 0.6)), float(g.get("mia_max_tpr_at_1pct_fpr", 0.03))

@@ -53,10 +53,12 @@ def loss_attack(error_fn: ErrorFn, members01: np.ndarray, member_labels: np.ndar
     return {"attack": "loss", **attack_metrics(-em, -en, fpr)}
 
 
-def denoising_error_fn(module, timesteps: tuple[int, ...] = (50, 200, 500), seed: int = 0) -> ErrorFn:
+def denoising_error_fn(module, timesteps: tuple[int, ...] = (50, 200, 500), seed: int = 0,
+                       batch: int = 256) -> ErrorFn:
     """Adapt a diffusion module's ``denoising_error(images01, labels, timesteps, seeds)`` (tensors) to an
     :data:`ErrorFn`: the mean error over the fixed ``timesteps``, noise seeded by ``seed`` and the row index,
-    so members and non-members are scored with identical noise draws.
+    so members and non-members are scored with identical noise draws. Images go through the network in
+    chunks of ``batch`` (memory only: each row's noise depends on its seed alone, so chunking changes nothing).
     """
     import torch
 
@@ -64,8 +66,13 @@ def denoising_error_fn(module, timesteps: tuple[int, ...] = (50, 200, 500), seed
         x = torch.as_tensor(np.asarray(images01, np.float32))
         y = torch.as_tensor(np.asarray(labels, np.int64))
         seeds = torch.arange(len(x), dtype=torch.int64) + int(seed) * 1_000_000
-        errs = [module.denoising_error(x, y, torch.full((len(x),), int(t), dtype=torch.long), seeds)
-                for t in timesteps]
-        return torch.stack([torch.as_tensor(e, dtype=torch.float32) for e in errs]).mean(0).numpy()
+        out = np.zeros(len(x), np.float64)
+        for lo in range(0, len(x), max(int(batch), 1)):
+            sl = slice(lo, lo + max(int(batch), 1))
+            for t in timesteps:
+                tt = torch.full((len(x[sl]),), int(t), dtype=torch.long)
+                out[sl] += torch.as_tensor(module.denoising_error(x[sl], y[sl], tt, seeds[sl]),
+                                           dtype=torch.float64).numpy()
+        return (out / max(len(timesteps), 1)).astype(np.float32)
 
     return error_fn

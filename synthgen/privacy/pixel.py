@@ -57,16 +57,6 @@ def warp_grid(rotations_deg: Sequence[float], scales: Sequence[float], half_pixe
     return torch.stack(mats).to(torch.float32)
 
 
-def _warp(q: torch.Tensor, mats: torch.Tensor) -> torch.Tensor:
-    """``(B, C, H, W)`` x ``(T, 2, 3)`` -> ``(B, T, C, H, W)`` bilinear, border-replicated."""
-    b, c, h, w = q.shape
-    t = len(mats)
-    grid = F.affine_grid(mats, [t, c, h, w], align_corners=False)           # (T, H, W, 2)
-    qq = q[:, None].expand(b, t, c, h, w).reshape(b * t, c, h, w)
-    gg = grid[None].expand(b, t, h, w, 2).reshape(b * t, h, w, 2)
-    return F.grid_sample(qq, gg, mode="bilinear", padding_mode="border", align_corners=False).reshape(b, t, c, h, w)
-
-
 def _center(x: torch.Tensor, s: int) -> torch.Tensor:
     h, w = x.shape[-2:]
     return x[..., s:h - s, s:w - s]
@@ -79,57 +69,86 @@ def _pearson_vectors(x: torch.Tensor) -> torch.Tensor:
     return v / v.norm(dim=-1, keepdim=True).clamp_min(EPS)
 
 
-def _gauss_window(size: int = 7, sigma: float = 1.5) -> torch.Tensor:
+def _gauss_1d(size: int = 7, sigma: float = 1.5) -> torch.Tensor:
+    """``(size,)`` normalised Gaussian taps; the 2-D SSIM window is their outer product."""
     g = torch.exp(-((torch.arange(size, dtype=torch.float32) - size // 2) ** 2) / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :])[None, None]
+    return g / g.sum()
+
+
+def _band(n: int, taps: torch.Tensor) -> torch.Tensor:
+    """``(n - m + 1, n)`` matrix ``K`` with ``(K @ x)[i] = sum_u taps[u] * x[i + u]`` (``m = len(taps)``)."""
+    m = len(taps)
+    k = torch.zeros(n - m + 1, n, dtype=taps.dtype, device=taps.device)
+    rows = torch.arange(n - m + 1, device=taps.device)
+    for u in range(m):
+        k[rows, rows + u] = taps[u]
+    return k
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     """Mean SSIM (Wang et al. 2004; 7x7 Gaussian window, sigma 1.5, K1=.01, K2=.03) per pair.
+
+    The Gaussian window is the outer product of 1-D taps, so every local mean (valid positions only, as
+    ``conv2d`` with the 7x7 window) is ``K_h @ x @ K_w^T`` with banded matrices (:func:`_band`): two small
+    matmuls for all five moment maps at once instead of five depthwise convolutions.
 
     Args:
         a, b: ``(N, C, h, w)`` float in ``[0, data_range]``.
     Returns:
         ``(N,)`` float32 in ``[-1, 1]`` (1 = identical), averaged over channels and valid window positions.
     """
-    n, c, h, w = a.shape
-    win = _gauss_window(min(7, h, w)).to(a).expand(c, 1, -1, -1)
+    h, w = a.shape[-2:]
+    g = _gauss_1d(min(7, h, w)).to(a)
+    kh, kw = _band(h, g), _band(w, g)
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-
-    def f(x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, win, groups=c)
-
-    mu_a, mu_b = f(a), f(b)
-    saa = f(a * a) - mu_a**2
-    sbb = f(b * b) - mu_b**2
-    sab = f(a * b) - mu_a * mu_b
+    maps = kh @ torch.stack([a, b, a * a, b * b, a * b]) @ kw.T               # (5, N, C, h', w')
+    mu_a, mu_b = maps[0], maps[1]
+    saa = maps[2] - mu_a**2
+    sbb = maps[3] - mu_b**2
+    sab = maps[4] - mu_a * mu_b
     num = (2 * mu_a * mu_b + c1) * (2 * sab + c2)
     den = (mu_a**2 + mu_b**2 + c1) * (saa + sbb + c2)
     return (num / den).flatten(1).mean(dim=1)
 
 
-def _shift_windows(x: torch.Tensor, s: int) -> torch.Tensor:
-    """``(B, T, H, W)`` -> ``(B, T, (2s+1)^2, (H-2s)*(W-2s))``: every integer-shifted window, flattened."""
-    h, w = x.shape[-2:]
-    return torch.stack([x[..., dy:dy + h - 2 * s, dx:dx + w - 2 * s] for dy in range(2 * s + 1)
-                        for dx in range(2 * s + 1)], dim=2).flatten(-2)
+def _shifted_templates(v: torch.Tensor, s: int, width: int) -> torch.Tensor:
+    """``(B, k, h', w')`` -> ``(B, h' * width, k * (2s+1))``: each template laid into ``width``-wide rows at every
+    column offset ``dx = 0..2s`` (zeros elsewhere), so one matmul with ``h'`` full image rows gives the dot
+    product with the window at every horizontal shift."""
+    b, k, hh, ww = v.shape
+    n = 2 * s + 1
+    out = v.new_zeros(b, k, n, hh, width)
+    for dx in range(n):
+        out[:, :, dx, :, dx:dx + ww] = v
+    return out.reshape(b, k * n, hh * width).transpose(1, 2)
 
 
-def _box_sums(x: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
-    """``(..., H, W)`` -> ``(..., H-kh+1, W-kw+1)`` sums over every ``kh x kw`` window (integral image, float64)."""
-    ii = F.pad(x.double(), (1, 0, 1, 0)).cumsum(-1).cumsum(-2)
-    return ii[..., kh:, kw:] - ii[..., :-kh, kw:] - ii[..., kh:, :-kw] + ii[..., :-kh, :-kw]
+def _shift_correlations(grey: torch.Tensor, templates: torch.Tensor, k: int, s: int) -> torch.Tensor:
+    """Dot products of every ``(H-2s) x (W-2s)`` window of ``grey`` ``(B, T, H, W)`` with each template.
+
+    ``templates``: :func:`_shifted_templates` of ``k`` templates. Returns ``(B, k, T, (2s+1)^2)`` with shift
+    index ``dy * (2s+1) + dx``. For each ``dy`` the rows ``dy .. dy+h'-1`` of every warped image are one
+    contiguous ``h' * W`` vector (a view), so the search is ``2s+1`` batched matmuls and no window is copied.
+    """
+    b, t, h, w = grey.shape
+    n = 2 * s + 1
+    hh = h - 2 * s
+    r = torch.stack([torch.matmul(grey[:, :, dy:dy + hh].reshape(b, t, hh * w), templates) for dy in range(n)],
+                    dim=2)                                                   # (B, T, dy, k * dx)
+    return r.reshape(b, t, n, k, n).permute(0, 3, 1, 2, 4).reshape(b, k, t, n * n)
 
 
 def _window_norms(x: torch.Tensor, s: int) -> torch.Tensor:
-    """``(B, T, H, W)`` -> ``(B, T, (2s+1)^2)`` L2 norm of each centred shifted window."""
+    """``(B, T, H, W)`` -> ``(B, T, (2s+1)^2)`` L2 norm of each centred shifted window (float64 sums)."""
     h, w = x.shape[-2:]
     kh, kw = h - 2 * s, w - 2 * s
-    n = kh * kw
-    s1 = _box_sums(x, kh, kw).flatten(-2)
-    s2 = _box_sums(x * x, kh, kw).flatten(-2)
-    return (s2 - s1 * s1 / n).clamp_min(EPS).sqrt().float()
+    xd = x.double()
+
+    def box(y: torch.Tensor) -> torch.Tensor:                                # separable window sums
+        return y.unfold(3, kw, 1).sum(-1).unfold(2, kh, 1).sum(-1).flatten(-2)
+
+    s1, s2 = box(xd), box(xd * xd)
+    return (s2 - s1 * s1 / (kh * kw)).clamp_min(EPS).sqrt().float()
 
 
 @torch.no_grad()
@@ -138,11 +157,17 @@ def aligned_scores(queries01: np.ndarray, base01: np.ndarray, candidates: np.nda
                    device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
     """Alignment-searched Pearson and SSIM of every query against its candidate training images.
 
-    The alignment (warp x shift) is searched exhaustively on the channel mean; window norms come from
-    integral images, so no window copy is normalised. The score is the Pearson correlation of all channels
-    at each candidate's best alignment (the query re-warped in colour once per candidate). A coarse-to-fine
-    variant (warp chosen at half resolution) was 3x faster but lost up to 0.05 Pearson on odd-pixel shifts
-    (the coarse shift grid cannot represent them and picks a wrong warp), so the search stays exhaustive.
+    The alignment (warp x shift) is searched exhaustively on the channel mean: every query is warped (in
+    colour, once per warp), each candidate's central window is correlated with every shifted window of every
+    warped query by ``2s+1`` batched matmuls (:func:`_shift_correlations`), and window norms come from
+    separable window sums. The score is the Pearson correlation of all channels at each candidate's best
+    alignment, and SSIM of the best-aligned pair re-ranks the top ``ssim_top``. A coarse-to-fine variant
+    (warp chosen at half resolution) was 3x faster but lost up to 0.05 Pearson on odd-pixel shifts (the
+    coarse shift grid cannot represent them and picks a wrong warp), so the search stays exhaustive.
+
+    Candidate lists are compacted first (``-1`` entries moved to the end, columns that are ``-1`` in every
+    row of a batch skipped, queries batched by their number of candidates): the result does not depend on
+    it, since a ``-1`` candidate never scores.
 
     Args:
         queries01: ``(Nq, C, H, W)`` float32 in ``[0, 1]``.
@@ -158,58 +183,63 @@ def aligned_scores(queries01: np.ndarray, base01: np.ndarray, candidates: np.nda
         ``ssim_index`` that training index.
     """
     dev = torch.device(device)
+    candidates = np.asarray(candidates, np.int64)
     nq, k = candidates.shape
     mats = mats.to(dev)
     out = {"pearson": np.full(nq, -1.0, np.float32), "pearson_index": np.full(nq, -1, np.int64),
            "ssim": np.full(nq, -1.0, np.float32), "ssim_index": np.full(nq, -1, np.int64)}
     if nq == 0 or k == 0:
         return out
+    # valid candidates first (stable: keeps their order), queries ordered by how many they have
+    cand_all = np.take_along_axis(candidates, np.argsort(candidates < 0, axis=1, kind="stable"), axis=1)
+    n_valid = (cand_all >= 0).sum(axis=1)
+    order = np.argsort(-n_valid, kind="stable")
+    order = order[n_valid[order] > 0]
     s = int(max_shift)
-    h, w = queries01.shape[-2:]
-    for start in range(0, nq, batch):
-        cand = torch.as_tensor(candidates[start:start + batch])
-        nb = len(cand)
-        q = torch.as_tensor(queries01[start:start + batch], dtype=torch.float32, device=dev)
-        b = torch.as_tensor(base01[cand.clamp_min(0).numpy()], dtype=torch.float32, device=dev)  # (B,k,C,H,W)
-        c = q.shape[1]
-        grey = _warp(q.mean(dim=1, keepdim=True), mats)[:, :, 0]             # (B, T, H, W) (warp is linear)
-        bc = _center(b, s)                                                   # (B, k, C, h', w')
-        bcg = bc.mean(dim=2)                                                 # (B, k, h', w')
+    n_sh = 2 * s + 1
+    c, h, w = queries01.shape[1:]
+    hh, ww = h - 2 * s, w - 2 * s
+    t = len(mats)
+    grid_t = F.affine_grid(mats, [t, c, h, w], align_corners=False)          # (T, H, W, 2), shared by batches
+    win = ((torch.arange(hh, device=dev) * w)[:, None] + torch.arange(ww, device=dev)).reshape(-1)  # (hh*ww,)
+    for start in range(0, len(order), batch):
+        rows = order[start:start + batch]
+        nb = len(rows)
+        m = int(n_valid[rows].max())
+        cand = torch.as_tensor(cand_all[rows, :m], device=dev)               # (B, m)
+        valid = cand >= 0
+        q = torch.as_tensor(queries01[rows], dtype=torch.float32, device=dev)
+        b = torch.as_tensor(base01[cand.clamp_min(0).cpu().numpy()], dtype=torch.float32, device=dev)
+        # every warp of every query, in colour (warping is linear: the grey warp is their channel mean)
+        grid = grid_t[None].expand(nb, t, h, w, 2).reshape(nb * t, h, w, 2)
+        wq_all = F.grid_sample(q.repeat_interleave(t, dim=0), grid, mode="bilinear", padding_mode="border",
+                               align_corners=False).reshape(nb, t, c, h, w)
+        grey = wq_all.mean(dim=2)                                            # (B, T, H, W)
+        bc = _center(b, s)                                                   # (B, m, C, hh, ww)
         # 1. best (warp, shift) per candidate on the grey images
-        bv = _pearson_vectors(bcg[:, :, None])                               # (B, k, h'w')
-        r = torch.einsum("btsd,bkd->bkts", _shift_windows(grey, s), bv) / _window_norms(grey, s)[:, None]
-        r_s, s_k = r.max(dim=3)                                              # (B, k, T) best shift per warp
-        r_m, t_m = r_s.max(dim=2)                                            # (B, k) best warp
-        m = k
+        bv = _pearson_vectors(bc.mean(dim=2, keepdim=True)).reshape(nb, m, hh, ww)
+        r = _shift_correlations(grey, _shifted_templates(bv, s, w), m, s) / _window_norms(grey, s)[:, None]
+        r_s, s_k = r.max(dim=3)                                              # (B, m, T) best shift per warp
+        r_m, t_m = r_s.max(dim=2)                                            # (B, m) best warp
+        s_i = s_k.gather(2, t_m[..., None])[..., 0]                          # (B, m) its shift
+        dy, dx = s_i // n_sh, s_i % n_sh
+        # 2. colour Pearson at that alignment: the best warp's window at the best shift
         bi = torch.arange(nb, device=dev)[:, None].expand(-1, m)
-        j_m = torch.arange(k, device=dev)[None].expand(nb, -1)
-        valid = cand.to(dev) >= 0
-        s_i = s_k[bi, j_m, t_m]
-        dy, dx = s_i // (2 * s + 1), s_i % (2 * s + 1)
-        # 2. colour Pearson at that alignment
-        sel = mats[t_m].flatten(0, 1)                                        # (B*m, 2, 3)
-        grid = F.affine_grid(sel, [nb * m, c, h, w], align_corners=False)
-        wq = F.grid_sample(q.repeat_interleave(m, dim=0), grid, mode="bilinear", padding_mode="border",
-                           align_corners=False).reshape(nb, m, c, h, w)     # (B, m, C, H, W)
-        hh, ww = h - 2 * s, w - 2 * s
-        ys = dy[..., None] + torch.arange(hh, device=dev)                    # (B, m, hh)
-        xs = dx[..., None] + torch.arange(ww, device=dev)
-        wq = wq.gather(3, ys[:, :, None, :, None].expand(nb, m, c, hh, w))
-        wq = wq.gather(4, xs[:, :, None, None, :].expand(nb, m, c, hh, ww))  # (B, m, C, hh, ww)
-        bcm = bc[bi, j_m]
-        rc = (_pearson_vectors(wq) * _pearson_vectors(bcm)).sum(-1)          # (B, m) colour Pearson
+        sel = wq_all.reshape(nb, t, c, h * w)[bi, t_m]                       # (B, m, C, H*W)
+        idx = (dy * w + dx)[..., None] + win                                 # (B, m, hh*ww)
+        wq = sel.gather(3, idx[:, :, None, :].expand(nb, m, c, hh * ww))     # (B, m, C, hh*ww)
+        bcm = bc.reshape(nb, m, c, hh * ww)
+        rc = (_pearson_vectors(wq[..., None]) * _pearson_vectors(bcm[..., None])).sum(-1)  # (B, m)
         rc = rc.masked_fill(~valid, -2.0)
         top = min(ssim_top, m)
         r_top, o_top = torch.topk(rc, top, dim=1)                            # (B, top)
         bt = torch.arange(nb, device=dev)[:, None].expand(-1, top)
-        sv = ssim(wq[bt, o_top].flatten(0, 1), bcm[bt, o_top].flatten(0, 1)).reshape(nb, top)
-        sv = sv.masked_fill(r_top < -1.5, -1.0)
+        sv = ssim(wq[bt, o_top].reshape(nb * top, c, hh, ww), bcm[bt, o_top].reshape(nb * top, c, hh, ww))
+        sv = sv.reshape(nb, top).masked_fill(r_top < -1.5, -1.0)
         s_best, s_arg = sv.max(dim=1)
         ar = torch.arange(nb, device=dev)
-        cand_m = cand.to(dev)[bi, j_m]                                       # (B, m) training indices
-        sl = slice(start, start + nb)
-        out["pearson"][sl] = r_top[:, 0].clamp_min(-1.0).cpu().numpy()
-        out["pearson_index"][sl] = torch.where(r_top[:, 0] > -1.5, cand_m[ar, o_top[:, 0]], -1).cpu().numpy()
-        out["ssim"][sl] = s_best.cpu().numpy()
-        out["ssim_index"][sl] = torch.where(s_best > -1.0, cand_m[ar, o_top[ar, s_arg]], -1).cpu().numpy()
+        out["pearson"][rows] = r_top[:, 0].clamp_min(-1.0).cpu().numpy()
+        out["pearson_index"][rows] = torch.where(r_top[:, 0] > -1.5, cand[ar, o_top[:, 0]], -1).cpu().numpy()
+        out["ssim"][rows] = s_best.cpu().numpy()
+        out["ssim_index"][rows] = torch.where(s_best > -1.0, cand[ar, o_top[ar, s_arg]], -1).cpu().numpy()
     return out

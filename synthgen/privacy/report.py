@@ -76,8 +76,10 @@ def metrics_summary(report: dict[str, Any]) -> dict[str, Any]:
                               "holdout_in_train": len(report["native_duplicates"]["holdout_in_train"])},
     }
     if "mia_loss" in c:
+        out["mia_loss_applicable"] = c["mia_loss"].get("applicable", True)
         out["mia_loss_auc"] = c["mia_loss"].get("auc")
         out["mia_loss_tpr_at_1pct_fpr"] = c["mia_loss"].get("tpr_at_fpr")
+        out["mia_loss_n_members"] = c["mia_loss"].get("n_members")
     return _finite(out)
 
 

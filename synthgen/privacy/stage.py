@@ -8,6 +8,10 @@ Writes (all atomically):
 * ``reports/privacy_report.json`` (every flag, thresholds and their calibration), ``metrics/privacy.json``
   (``dvc metrics``), ``reports/privacy_nearest_pairs.png`` (``dvc plots``).
 
+Membership inference is distance-based for every generator and, when the cohort's generator is a diffusion
+model, also denoising-error based (the checkpoint recorded in ``cohort.json``, :mod:`.loss_mia`), gated with
+the same limits; for a GAN the loss attack is reported as not applicable.
+
 A failing cohort-level gate fails the stage (exit 1, one line naming the gates) and leaves no audited cohort,
 so export cannot run on it; the report, metrics and PNG are still written for the person who must look.
 """
@@ -66,6 +70,7 @@ def _generated(generated: Path) -> tuple[dict[str, np.ndarray], dict, ImageSet]:
 def run_stage(cfg) -> dict:
     """Run the stage for a composed config; returns the report. Raises :class:`GateFailed` on a failed gate."""
     from .audit import run_audit
+    from .loss_mia import loss_error_fn
     from .report import build_report, metrics_summary, nearest_pairs_png, write_report
 
     pcfg = OmegaConf.to_container(cfg.privacy, resolve=True)
@@ -74,7 +79,9 @@ def run_stage(cfg) -> dict:
     meta_prep = json.loads((prepared / "meta.json").read_text()) if (prepared / "meta.json").exists() else {}
     train, holdout = _prepared_set(prepared, "train"), _prepared_set(prepared, "holdout")
     arrays, gen_meta, synthetic = _generated(Path(paths.generated))
-    result = run_audit(train, holdout, synthetic, pcfg)
+    error_fn, loss_info = loss_error_fn(gen_meta, pcfg.get("mia_loss") or {}, int(pcfg.get("seed", 0)),
+                                        Path(paths.generated) / "cohort.json")
+    result = run_audit(train, holdout, synthetic, pcfg, error_fn=error_fn, loss_info=loss_info)
     class_names = gen_meta.get("class_names") or meta_prep.get("class_names")
     report = build_report(result, train, holdout, synthetic, class_names, timings=False)
     log.info("privacy audit timings (s): %s", {k: round(v, 1) for k, v in result.timings.items()})
