@@ -179,6 +179,23 @@ def test_cohort_gates():
     assert not g["dcr"]["passed"] and not g["mia_auc"]["passed"] and g["flagged_share"]["passed"]
 
 
+def test_tpr_gate_needs_a_significant_excess():
+    base = {"exact_copies_after_drop": 0, "flagged_share": 0.0, "n_flagged": 0, "n_kept": 100,
+            "dcr": {"share": 0.5, "p_value": 0.5}}
+    limits = {"mia_max_tpr_at_1pct_fpr": 0.03, "mia_alpha": 0.05}
+    # 7 of 120 members above the 1%-FPR threshold: over the limit, but one tail value of 120 non-members
+    small = cohort_gates({**base, "mia_loss": {"auc": 0.55, "tpr_at_fpr": 7 / 120, "n_members": 120}}, limits)
+    assert small["mia_loss_tpr_at_1pct_fpr"]["passed"] and 0.05 < small["mia_loss_tpr_at_1pct_fpr"]["p_value"] < 0.1
+    # the same TPR on 2000 members is a leak
+    big = cohort_gates({**base, "mia_loss": {"auc": 0.55, "tpr_at_fpr": 7 / 120, "n_members": 2000}}, limits)
+    assert not big["mia_loss_tpr_at_1pct_fpr"]["passed"]
+    # a large excess fails even on a small audit; under the limit always passes
+    assert not cohort_gates({**base, "mia": {"auc": 0.55, "tpr_at_fpr": 0.2, "n_members": 120}},
+                            limits)["mia_tpr_at_1pct_fpr"]["passed"]
+    assert cohort_gates({**base, "mia": {"auc": 0.5, "tpr_at_fpr": 0.02, "n_members": 120}},
+                        limits)["mia_tpr_at_1pct_fpr"]["passed"]
+
+
 def test_copy_encoder_training_is_deterministic_and_cached(tmp_path):
     from synthgen.privacy.embedding import EmbeddingConfig, embed, load_or_train
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import numpy as np
+from scipy.stats import binomtest
 
 from .calibrate import Threshold
 
@@ -65,6 +66,20 @@ def _gate(value: float, limit: float, ok: bool, **extra: Any) -> dict:
             "passed": bool(ok), **extra}
 
 
+def tpr_p_value(tpr: float, n_members: int, limit: float) -> float:
+    """One-sided binomial p-value of ``H0: TPR <= limit`` given ``round(tpr * n_members)`` detected members.
+
+    The TPR at 1% FPR of a small audit (the demo's 120 members vs 120 non-members) rests on the one or two
+    highest non-member scores, so a single unlucky tail value moves it by several points; like the DCR gate,
+    the TPR gate fails only when the excess over the limit is significant. With thousands of members the test
+    has the power to fail a real leak at a few points above the limit.
+    """
+    if not (n_members > 0 and np.isfinite(tpr)):
+        return float("nan")
+    k = int(round(tpr * n_members))
+    return float(binomtest(k, n_members, limit, alternative="greater").pvalue) if k > 0 else 1.0
+
+
 def cohort_gates(stats: Mapping[str, Any], gates: Mapping[str, Any]) -> dict[str, dict]:
     """Evaluate the cohort-level gates on the audit statistics (limits: ``privacy.gates``)."""
     g = {k: gates[k] for k in gates}
@@ -89,5 +104,9 @@ def cohort_gates(stats: Mapping[str, Any], gates: Mapping[str, Any]) -> dict[str
         auc, tpr = m.get("auc", float("nan")), m.get("tpr_at_fpr", float("nan"))
         alim, tlim = float(g.get("mia_max_auc", 0.6)), float(g.get("mia_max_tpr_at_1pct_fpr", 0.03))
         out[f"{key}_auc"] = _gate(auc, alim, bool(np.isfinite(auc) and auc <= alim))
-        out[f"{key}_tpr_at_1pct_fpr"] = _gate(tpr, tlim, bool(np.isfinite(tpr) and tpr <= tlim))
+        malpha = float(g.get("mia_alpha", 0.05))
+        p_tpr = tpr_p_value(tpr, int(m.get("n_members", 0)), tlim)
+        tpr_fail = bool(np.isfinite(tpr) and tpr > tlim and p_tpr < malpha)
+        out[f"{key}_tpr_at_1pct_fpr"] = _gate(tpr, tlim, not tpr_fail, p_value=p_tpr, alpha=malpha,
+                                              rule=f"fail if TPR > {tlim} and one-sided binomial p < {malpha}")
     return out
