@@ -144,3 +144,27 @@ def test_bf16_autocast_training_keeps_float32_weights_and_sampling():
     assert all(torch.isfinite(p).all() for p in m.generator_ema.parameters())
     x = m.generate(torch.tensor([0, 1]), torch.tensor([3, 4]))
     assert x.dtype == torch.float32 and torch.isfinite(x).all()
+
+
+def test_minibatch_stddev_sees_collapse_within_a_group():
+    from synthgen.models.gan_nets import minibatch_stddev
+
+    x = torch.rand(8, 4, 5, 5)
+    out = minibatch_stddev(x, group_size=4)
+    assert out.shape == (8, 5, 5, 5) and torch.equal(out[:, :4], x)
+    collapsed = x[:1].expand(8, -1, -1, -1)  # one image repeated: zero spread (up to the eps)
+    assert float(minibatch_stddev(collapsed, 4)[:, 4].max()) < 1e-3 < float(out[:, 4].min())
+    # group g = images i, i + N/g, ...: image 0's feature only depends on its own group
+    y = x.clone()
+    y[1] += 10
+    assert torch.equal(minibatch_stddev(y, 4)[0, 4], out[0, 4]) and not torch.equal(minibatch_stddev(y, 4)[1, 4], out[1, 4])
+    assert minibatch_stddev(torch.rand(6, 2, 3, 3), 4).shape == (6, 3, 3, 3)  # 6 % 4: one group of 6
+
+
+def test_minibatch_stddev_discriminator_trains():
+    m = tiny(mbstd_group=4)
+    assert m.discriminator.conv_last.in_channels == 8 * 2 + 1
+    d0 = [p.detach().clone() for p in m.discriminator.parameters()]
+    _fit(m, batches=2)
+    assert any(not torch.equal(a, b) for a, b in zip(d0, m.discriminator.parameters()))
+    assert m.discriminator(torch.rand(4, 3, 16, 16) * 2 - 1, torch.tensor([0, 1, 2, 0])).shape == (4,)

@@ -53,6 +53,7 @@ class ConditionalGAN(GeneratorModule):
         standing_stats_batches: batches of 128 seeded samples used to recompute the EMA generator's
             BatchNorm statistics before sampling.
         diversity_weight: weight of the mode-seeking loss (0 = off).
+        mbstd_group: group size of the discriminator's minibatch-stddev feature (0 = off).
         autocast: run G and D under bf16 autocast while training (weights, optimizer state and the EMA
             stay float32; sampling runs in float32).
     """
@@ -61,7 +62,7 @@ class ConditionalGAN(GeneratorModule):
                  g_width: int = 32, d_width: int = 32, embed_dim: int = 32, lr_g: float = 2e-4,
                  lr_d: float = 4e-4, betas: Sequence[float] = (0.0, 0.99), ema_decay: float = 0.999,
                  diffaugment: str = "color,translation", standing_stats_batches: int = 16,
-                 diversity_weight: float = 0.0, autocast: bool = False) -> None:
+                 diversity_weight: float = 0.0, autocast: bool = False, mbstd_group: int = 0) -> None:
         super().__init__()
         self.class_names = [str(c) for c in class_names]
         c, h, w = (int(v) for v in image_shape)
@@ -75,11 +76,12 @@ class ConditionalGAN(GeneratorModule):
                                    "betas": [float(b) for b in betas], "ema_decay": float(ema_decay),
                                    "diffaugment": str(diffaugment),
                                    "standing_stats_batches": int(standing_stats_batches),
-                                   "diversity_weight": float(diversity_weight), "autocast": bool(autocast)})
+                                   "diversity_weight": float(diversity_weight), "autocast": bool(autocast),
+                                   "mbstd_group": int(mbstd_group)})
         self.automatic_optimization = False
         n = len(self.class_names)
         self.generator = Generator(z_dim, n, c, h, width=g_width, embed_dim=embed_dim)
-        self.discriminator = ProjectionDiscriminator(n, c, h, width=d_width)
+        self.discriminator = ProjectionDiscriminator(n, c, h, width=d_width, mbstd_group=mbstd_group)
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
         self.sampling_kwargs: dict[str, Any] = {}

@@ -116,25 +116,52 @@ class DBlock(nn.Module):
         return h + self.skip(F.avg_pool2d(x, 2))
 
 
+def minibatch_stddev(x: torch.Tensor, group_size: int = 4) -> torch.Tensor:
+    """Append one channel holding the minibatch standard deviation (Karras et al. 2018, ProGAN/StyleGAN).
+
+    The batch is split into groups of ``g = min(group_size, N)`` images (``N`` must be divisible by ``g``,
+    else the whole batch is one group); within a group the per-pixel, per-channel std over the ``g``
+    images is averaged to one scalar, broadcast to ``(g, 1, H, W)``. ``(N, C, H, W) -> (N, C + 1, H, W)``.
+
+    Why: a discriminator that scores images one at a time cannot see that a generator maps many latents
+    to nearly one image; this feature lets it (cheap within-class mode-collapse counter).
+    """
+    n, c, h, w = x.shape
+    g = min(group_size, n)
+    if n % g:
+        g = n
+    y = x.float().view(g, n // g, c, h, w)
+    std = (y.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # (N / g,)
+    feat = std.to(x.dtype).view(1, n // g, 1, 1, 1).expand(g, n // g, 1, h, w).reshape(n, 1, h, w)
+    return torch.cat([x, feat], dim=1)
+
+
 class ProjectionDiscriminator(nn.Module):
     """``(x (N, C, S, S) in [-1, 1], y (N,) int64) -> (N,)`` unbounded score (hinge loss).
 
     ``score = w . phi(x) + embed(y) . phi(x)`` where ``phi`` is the sum-pooled feature after ``k``
-    down-blocks (the projection term carries the class condition).
+    down-blocks (the projection term carries the class condition). With ``mbstd_group > 0`` a
+    :func:`minibatch_stddev` channel enters the last conv (scores then depend on the other images of a
+    group: score real and fake batches in separate calls).
     """
 
-    def __init__(self, n_classes: int, channels: int, side: int, width: int = 32):
+    def __init__(self, n_classes: int, channels: int, side: int, width: int = 32, mbstd_group: int = 0):
         super().__init__()
         _, steps = upsampling_plan(side)
         chans = [width * 2 ** i for i in range(steps)]
         blocks = [DBlock(channels, chans[0], preactivation=False)]
         blocks += [DBlock(chans[i - 1], chans[i]) for i in range(1, steps)]
         self.blocks = nn.Sequential(*blocks)
-        self.conv_last = spectral_norm(nn.Conv2d(chans[-1], chans[-1], 3, padding=1))
+        self.mbstd_group = int(mbstd_group)
+        extra = 1 if self.mbstd_group > 0 else 0
+        self.conv_last = spectral_norm(nn.Conv2d(chans[-1] + extra, chans[-1], 3, padding=1))
         self.linear = spectral_norm(nn.Linear(chans[-1], 1))
         self.embed = spectral_norm(nn.Embedding(n_classes, chans[-1]))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        h = F.relu(self.conv_last(F.relu(self.blocks(x))))
+        h = F.relu(self.blocks(x))
+        if self.mbstd_group > 0:
+            h = minibatch_stddev(h, self.mbstd_group)
+        h = F.relu(self.conv_last(h))
         phi = h.sum(dim=(2, 3))
         return self.linear(phi).squeeze(1) + (self.embed(y) * phi).sum(dim=1)
