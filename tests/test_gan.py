@@ -168,3 +168,21 @@ def test_minibatch_stddev_discriminator_trains():
     _fit(m, batches=2)
     assert any(not torch.equal(a, b) for a, b in zip(d0, m.discriminator.parameters()))
     assert m.discriminator(torch.rand(4, 3, 16, 16) * 2 - 1, torch.tensor([0, 1, 2, 0])).shape == (4,)
+
+
+def test_hierarchical_latent_reaches_every_block():
+    m = tiny(hierarchical_z=True)  # 16 px: 2 blocks -> z_dim 8 split 4 + 2 + 2
+    g = m.generator
+    assert g.z_chunks == [4, 2, 2] and g.fc.in_features == 4 + 4
+    y, z = torch.tensor([0, 1]), torch.randn(2, 8)
+    g.eval()
+    base = g(z, y)
+    for i in (1, 2):  # changing only block i's chunk changes the image
+        z2 = z.clone()
+        z2[:, 4 + 2 * (i - 1):4 + 2 * i] += 1.0
+        assert not torch.allclose(g(z2, y), base)
+    _fit(m, batches=2)
+    x = m.generate(torch.tensor([0, 1, 2]), torch.tensor([1, 2, 3]))
+    assert x.shape == (3, 3, 16, 16) and torch.isfinite(x).all()
+    with pytest.raises(ValueError, match="hierarchical_z needs"):
+        ConditionalGAN(["a", "b"], (1, 16, 16), z_dim=2, hierarchical_z=True)

@@ -53,6 +53,8 @@ class ConditionalGAN(GeneratorModule):
         standing_stats_batches: batches of 128 seeded samples used to recompute the EMA generator's
             BatchNorm statistics before sampling.
         diversity_weight: weight of the mode-seeking loss (0 = off).
+        hierarchical_z: BigGAN's split latent: a chunk of ``z`` with the class embedding conditions each
+            generator block's norms (else the class index alone does).
         mbstd_group: group size of the discriminator's minibatch-stddev feature (0 = off).
         autocast: run G and D under bf16 autocast while training (weights, optimizer state and the EMA
             stay float32; sampling runs in float32).
@@ -62,7 +64,8 @@ class ConditionalGAN(GeneratorModule):
                  g_width: int = 32, d_width: int = 32, embed_dim: int = 32, lr_g: float = 2e-4,
                  lr_d: float = 4e-4, betas: Sequence[float] = (0.0, 0.99), ema_decay: float = 0.999,
                  diffaugment: str = "color,translation", standing_stats_batches: int = 16,
-                 diversity_weight: float = 0.0, autocast: bool = False, mbstd_group: int = 0) -> None:
+                 diversity_weight: float = 0.0, autocast: bool = False, mbstd_group: int = 0,
+                 hierarchical_z: bool = False) -> None:
         super().__init__()
         self.class_names = [str(c) for c in class_names]
         c, h, w = (int(v) for v in image_shape)
@@ -77,10 +80,11 @@ class ConditionalGAN(GeneratorModule):
                                    "diffaugment": str(diffaugment),
                                    "standing_stats_batches": int(standing_stats_batches),
                                    "diversity_weight": float(diversity_weight), "autocast": bool(autocast),
-                                   "mbstd_group": int(mbstd_group)})
+                                   "mbstd_group": int(mbstd_group), "hierarchical_z": bool(hierarchical_z)})
         self.automatic_optimization = False
         n = len(self.class_names)
-        self.generator = Generator(z_dim, n, c, h, width=g_width, embed_dim=embed_dim)
+        self.generator = Generator(z_dim, n, c, h, width=g_width, embed_dim=embed_dim,
+                                   hierarchical_z=hierarchical_z)
         self.discriminator = ProjectionDiscriminator(n, c, h, width=d_width, mbstd_group=mbstd_group)
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))

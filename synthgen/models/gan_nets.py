@@ -50,16 +50,40 @@ class ConditionalBatchNorm2d(nn.Module):
         return h * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
 
 
+class LatentConditionalBatchNorm2d(nn.Module):
+    """BatchNorm without affine parameters, then a scale ``1 + W_g c`` and shift ``W_b c`` computed from a
+    conditioning vector ``c`` (BigGAN: shared class embedding concatenated with a chunk of ``z``).
+
+    ``forward(x (N, C, H, W), c (N, D) float) -> (N, C, H, W)``.
+    """
+
+    def __init__(self, channels: int, cond_dim: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.gain = nn.Linear(cond_dim, channels, bias=False)
+        self.bias = nn.Linear(cond_dim, channels, bias=False)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        h = self.bn(x)
+        return h * (1 + self.gain(c))[:, :, None, None] + self.bias(c)[:, :, None, None]
+
+
 class GBlock(nn.Module):
     """Residual up-block: CBN-ReLU-conv (at the input side) -> up x2 -> CBN-ReLU-conv, plus an upsampled
     1x1 shortcut. Doubles H and W. The first conv runs before upsampling, which costs a quarter of the
-    usual upsample-then-conv order (CPU budgets)."""
+    usual upsample-then-conv order (CPU budgets).
 
-    def __init__(self, c_in: int, c_out: int, n_classes: int):
+    ``cond_dim = 0``: the norms are conditioned on the class index ``y (N,)``; ``cond_dim > 0``: on a
+    vector ``(N, cond_dim)`` (:class:`LatentConditionalBatchNorm2d`)."""
+
+    def __init__(self, c_in: int, c_out: int, n_classes: int, cond_dim: int = 0):
         super().__init__()
-        self.bn1 = ConditionalBatchNorm2d(c_in, n_classes)
+        def norm(c: int) -> nn.Module:
+            return LatentConditionalBatchNorm2d(c, cond_dim) if cond_dim else ConditionalBatchNorm2d(c, n_classes)
+
+        self.bn1 = norm(c_in)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.bn2 = ConditionalBatchNorm2d(c_out, n_classes)
+        self.bn2 = norm(c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
         self.skip = nn.Conv2d(c_in, c_out, 1)
 
@@ -74,25 +98,42 @@ class Generator(nn.Module):
 
     Channels: ``width * 2**(k - i)`` at step ``i`` (e.g. 28 px, width 32: 128 @ 7, 64 @ 14, 32 @ 28).
     The class enters every block through conditional BatchNorm and the input through a shared embedding
-    concatenated to ``z``.
+    concatenated to ``z``. With ``hierarchical_z`` (BigGAN) ``z`` is split into ``k + 1`` chunks: the first
+    feeds the input layer, chunk ``i + 1`` joins the class embedding in block ``i``'s norms, so the latent
+    modulates every resolution directly (a generator that ignores ``z`` collapses within a class).
     """
 
     def __init__(self, z_dim: int, n_classes: int, channels: int, side: int, width: int = 32,
-                 embed_dim: int = 32):
+                 embed_dim: int = 32, hierarchical_z: bool = False):
         super().__init__()
         self.base, steps = upsampling_plan(side)
         chans = [width * 2 ** (steps - i) for i in range(steps + 1)]
         self.z_dim, self.c0 = z_dim, chans[0]
         self.embed = nn.Embedding(n_classes, embed_dim)
         self.fc = nn.Linear(z_dim + embed_dim, chans[0] * self.base * self.base)
-        self.blocks = nn.ModuleList(GBlock(chans[i], chans[i + 1], n_classes) for i in range(steps))
+        self.z_chunks: list[int] = []
+        if hierarchical_z:
+            if z_dim < steps + 1:
+                raise ValueError(f"hierarchical_z needs z_dim >= {steps + 1} (one chunk per block + input)")
+            chunk = z_dim // (steps + 1)
+            self.z_chunks = [z_dim - steps * chunk] + [chunk] * steps
+            self.fc = nn.Linear(self.z_chunks[0] + embed_dim, chans[0] * self.base * self.base)
+        cond = embed_dim + self.z_chunks[1] if hierarchical_z else 0
+        self.blocks = nn.ModuleList(GBlock(chans[i], chans[i + 1], n_classes, cond) for i in range(steps))
         self.bn_out = nn.BatchNorm2d(chans[-1])
         self.conv_out = nn.Conv2d(chans[-1], channels, 3, padding=1)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        h = self.fc(torch.cat([z, self.embed(y)], dim=1)).view(-1, self.c0, self.base, self.base)
-        for block in self.blocks:
-            h = block(h, y)
+        e = self.embed(y)
+        if self.z_chunks:
+            zs = torch.split(z, self.z_chunks, dim=1)
+            h = self.fc(torch.cat([zs[0], e], dim=1)).view(-1, self.c0, self.base, self.base)
+            for block, zc in zip(self.blocks, zs[1:]):
+                h = block(h, torch.cat([e, zc], dim=1))
+        else:
+            h = self.fc(torch.cat([z, e], dim=1)).view(-1, self.c0, self.base, self.base)
+            for block in self.blocks:
+                h = block(h, y)
         return torch.tanh(self.conv_out(F.relu(self.bn_out(h))))
 
 
