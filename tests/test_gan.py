@@ -113,10 +113,6 @@ def test_mode_seeking_ratio():
     z1, z2 = torch.zeros(4, 5), torch.ones(4, 5)
     assert float(mode_seeking_ratio(x, x, z1, z2)) == 0.0  # collapsed: two latents, one image
     torch.testing.assert_close(mode_seeking_ratio(x, x + 0.5, z1, z2), torch.tensor(0.5))
-    checker = (torch.arange(8)[:, None] + torch.arange(8)[None]) % 2 * 2.0 - 1  # pixel-scale +-1 pattern
-    assert float(mode_seeking_ratio(x, x + checker, z1, z2)) == 1.0
-    assert float(mode_seeking_ratio(x, x + checker, z1, z2, pool=4)) < 1e-6  # pooled away
-    torch.testing.assert_close(mode_seeking_ratio(x, x + 0.5, z1, z2, pool=4), torch.tensor(0.5))
 
 
 def _fit(m: ConditionalGAN, batches: int = 3) -> L.Trainer:

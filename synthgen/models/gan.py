@@ -31,16 +31,9 @@ from .gan_nets import Generator, ProjectionDiscriminator
 log = logging.getLogger(__name__)
 
 
-def mode_seeking_ratio(x1: torch.Tensor, x2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor,
-                       pool: int = 1) -> torch.Tensor:
-    """MSGAN's ratio ``mean|P(x1) - P(x2)| / mean|z1 - z2|`` (scalar, >= 0) for image pairs ``(M, C, H, W)``
-    made from latent pairs ``(M, Z)`` of the same class; small values mean the latents collapse to one image.
-
-    ``P`` is ``pool x pool`` average pooling (``pool = 1``: pixels, as in the paper). Measured on BloodMNIST:
-    on raw pixels the generator earns the ratio with checkerboard high frequencies; pooling makes only
-    structure-scale differences count."""
-    if pool > 1:
-        x1, x2 = F.avg_pool2d(x1, pool, ceil_mode=True), F.avg_pool2d(x2, pool, ceil_mode=True)
+def mode_seeking_ratio(x1: torch.Tensor, x2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """MSGAN's ratio ``mean|x1 - x2| / mean|z1 - z2|`` (scalar, >= 0) for image pairs ``(M, C, H, W)`` made
+    from latent pairs ``(M, Z)`` of the same class; small values mean the latents collapse to one image."""
     return (x1 - x2).abs().mean() / (z1 - z2).abs().mean().clamp_min(1e-8)
 
 
@@ -60,7 +53,6 @@ class ConditionalGAN(GeneratorModule):
         standing_stats_batches: batches of 128 seeded samples used to recompute the EMA generator's
             BatchNorm statistics before sampling.
         diversity_weight: weight of the mode-seeking loss (0 = off).
-        diversity_pool: average-pooling factor applied before the mode-seeking ratio (1 = pixels).
         hierarchical_z: BigGAN's split latent: a chunk of ``z`` with the class embedding conditions each
             generator block's norms (else the class index alone does).
         mbstd_group: group size of the discriminator's minibatch-stddev feature (0 = off).
@@ -73,7 +65,7 @@ class ConditionalGAN(GeneratorModule):
                  lr_d: float = 4e-4, betas: Sequence[float] = (0.0, 0.99), ema_decay: float = 0.999,
                  diffaugment: str = "color,translation", standing_stats_batches: int = 16,
                  diversity_weight: float = 0.0, autocast: bool = False, mbstd_group: int = 0,
-                 hierarchical_z: bool = False, diversity_pool: int = 1) -> None:
+                 hierarchical_z: bool = False) -> None:
         super().__init__()
         self.class_names = [str(c) for c in class_names]
         c, h, w = (int(v) for v in image_shape)
@@ -88,8 +80,7 @@ class ConditionalGAN(GeneratorModule):
                                    "diffaugment": str(diffaugment),
                                    "standing_stats_batches": int(standing_stats_batches),
                                    "diversity_weight": float(diversity_weight), "autocast": bool(autocast),
-                                   "mbstd_group": int(mbstd_group), "hierarchical_z": bool(hierarchical_z),
-                                   "diversity_pool": int(diversity_pool)})
+                                   "mbstd_group": int(mbstd_group), "hierarchical_z": bool(hierarchical_z)})
         self.automatic_optimization = False
         n = len(self.class_names)
         self.generator = Generator(z_dim, n, c, h, width=g_width, embed_dim=embed_dim,
@@ -139,8 +130,7 @@ class ConditionalGAN(GeneratorModule):
         loss_g = loss_adv
         logs = {}
         if y_fake is not y:
-            ratio = mode_seeking_ratio(fake[:half], fake[half:], z[:half], z[half:],
-                                       pool=int(self.hparams.diversity_pool))
+            ratio = mode_seeking_ratio(fake[:half], fake[half:], z[:half], z[half:])
             loss_g = loss_adv + div_w / (ratio + 1e-5)
             logs["ms_ratio"] = ratio.detach()
         opt_g.zero_grad(set_to_none=True)
