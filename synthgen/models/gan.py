@@ -110,29 +110,15 @@ class ConditionalGAN(GeneratorModule):
         real, y = batch
         real = real * 2 - 1
         opt_g, opt_d = self.optimizers()
-        n = real.size(0)
-        div_w = float(self.hparams.diversity_weight)
-        half = n // 2
-        # With the mode-seeking loss the fakes come in pairs (i, i + n/2) sharing a label.
-        y_fake = torch.cat([y[:half], y[:half]]) if div_w > 0 and half > 0 else y
-
+        z, y_fake, fake = self.fake_batch(y)
         # One generator pass serves both steps: detached for D, then through the updated D for G.
-        z = torch.randn(y_fake.size(0), self.hparams.z_dim, device=self.device)
-        with self._autocast():
-            fake = self.generator(z, y_fake).float()
-        d_real, d_fake = self._d(real, y), self._d(fake.detach(), y_fake)
-        loss_d = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+        loss_d, d_real, d_fake = self.discriminator_loss(real, y, fake.detach(), y_fake)
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(loss_d)
         opt_d.step()
 
-        loss_adv = -self._d(fake, y_fake).mean()
-        loss_g = loss_adv
-        logs = {}
-        if y_fake is not y:
-            ratio = mode_seeking_ratio(fake[:half], fake[half:], z[:half], z[half:])
-            loss_g = loss_adv + div_w / (ratio + 1e-5)
-            logs["ms_ratio"] = ratio.detach()
+        loss_g, loss_adv, ratio = self.generator_loss(fake, y_fake, z)
+        logs = {} if ratio is None else {"ms_ratio": ratio.detach()}
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss_g)
         opt_g.step()
@@ -140,7 +126,37 @@ class ConditionalGAN(GeneratorModule):
 
         self.log_dict({"loss_d": loss_d.detach(), "loss_g": loss_adv.detach(),
                        "d_real": d_real.detach().mean(), "d_fake": d_fake.detach().mean(), **logs},
-                      prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
+                      prog_bar=True, on_step=True, on_epoch=False, batch_size=real.size(0))
+
+    def fake_batch(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(z (N, Z), y_fake (N,), fake (N, C, H, W) in (-1, 1) float32)`` for real labels ``y (N,)``.
+
+        With the mode-seeking loss on, the fakes come in pairs ``(i, i + N/2)`` sharing a label
+        (``y_fake = [y[:N/2], y[:N/2]]``); otherwise ``y_fake = y``."""
+        half = y.size(0) // 2
+        paired = float(self.hparams.diversity_weight) > 0 and half > 0
+        y_fake = torch.cat([y[:half], y[:half]]) if paired else y
+        z = torch.randn(y_fake.size(0), self.hparams.z_dim, device=self.device)
+        with self._autocast():
+            fake = self.generator(z, y_fake).float()
+        return z, y_fake, fake
+
+    def discriminator_loss(self, real: torch.Tensor, y: torch.Tensor, fake: torch.Tensor,
+                           y_fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Hinge loss ``E[relu(1 - D(T(x)))] + E[relu(1 + D(T(G(z))))]`` and the two score vectors."""
+        d_real, d_fake = self._d(real, y), self._d(fake, y_fake)
+        return F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean(), d_real, d_fake
+
+    def generator_loss(self, fake: torch.Tensor, y_fake: torch.Tensor,
+                       z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(L_G, adversarial part, mode-seeking ratio or None)`` for a :meth:`fake_batch`."""
+        loss_adv = -self._d(fake, y_fake).mean()
+        half = fake.size(0) // 2
+        div_w = float(self.hparams.diversity_weight)
+        if div_w <= 0 or half == 0:
+            return loss_adv, loss_adv, None
+        ratio = mode_seeking_ratio(fake[:half], fake[half:], z[:half], z[half:])
+        return loss_adv + div_w / (ratio + 1e-5), loss_adv, ratio
 
     def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
         """Discriminator score on held-out real images (no augmentation): a falling ``val_d_real`` while the
