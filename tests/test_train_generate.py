@@ -145,6 +145,10 @@ def test_resume_after_kill(tmp_path):
     assert step > 0 and step % 6 == 0  # whole batches, saved every 3 batches
     m = train(compose([*ov, f"trainer.max_steps={step + 4}"]))
     assert m["resumed_from_step"] == step and m["global_step"] == step + 4 and m["batches_this_run"] == 2
+    # re-running a finished training (dvc repro after a code change) trains nothing and keeps its figures
+    again = train(compose([*ov, f"trainer.max_steps={step + 4}"]))
+    assert again["batches_this_run"] == 0 and again["global_step"] == step + 4
+    assert {"loss_d", "loss_g"} <= set(again["final"])
     # a different model config does not resume from a foreign checkpoint
     m2 = train(compose([*ov, "model.lr_d=0.001", "trainer.max_steps=2"]))
     assert m2["resumed_from_step"] == 0 and m2["global_step"] == 2

@@ -62,6 +62,13 @@ class LossCurve(L.Callback):
         with atomic_path(self.path) as tmp:
             tmp.write_text(buf.getvalue(), encoding="utf-8")
 
+    def last_values(self) -> dict[str, float]:
+        """The latest logged value of every metric name (over all rows, resumed ones included)."""
+        out: dict[str, float] = {}
+        for row in self.rows:
+            out.update({k: v for k, v in row.items() if k not in ("step", "epoch")})
+        return out
+
     def state_dict(self) -> dict[str, Any]:
         return {"rows": list(self.rows)}
 

@@ -147,6 +147,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "final": {k: round(float(v), 5) for k, v in sorted(trainer.callback_metrics.items())
                   if torch.as_tensor(v).numel() == 1},
     }
+    if not metrics["final"]:  # a re-run of a finished training logs nothing: report the curve's last values
+        metrics["final"] = {k: round(float(v), 5) for k, v in sorted(curve.last_values().items())}
     if trainer.is_global_zero:
         save_generator(models_dir / "generator.ckpt", model, key,
                        extra={"global_step": int(trainer.global_step), "name": metrics["model"],
