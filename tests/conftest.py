@@ -37,6 +37,18 @@ def pneumoniamnist() -> Path:
     return shared_npz("pneumoniamnist_imbalanced.npz")
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: tiny models on a 2-core machine shared with other jobs run several
+    times slower with a second OpenMP thread that only spin-waits."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def make_medmnist_npz(path: Path, n: int = 40, size: int = 28, channels: int = 1, n_classes: int = 3,
                       seed: int = 0) -> Path:
     """A small MedMNIST-style archive with class-dependent content (for fast tests)."""

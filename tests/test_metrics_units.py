@@ -117,15 +117,6 @@ def test_rare_gain_share_of_gap():
     assert g["synthetic_minus_oversampling"]["rare_recall"] == pytest.approx(0.25)
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread: on a machine shared with other jobs, 2 spinning threads are several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_classifier_learns_a_separable_toy_task_and_is_deterministic(one_thread):
     g = torch.Generator().manual_seed(0)
     y = np.arange(64) % 2

@@ -103,15 +103,6 @@ def _textures(n: int, rng: np.random.Generator) -> np.ndarray:
     return torch.nn.functional.avg_pool2d(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), 3, 1).numpy()
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models on a loaded 2-core machine: a second OpenMP thread only spin-waits (5-10x the CPU time)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_overfit_diffusion_model_is_caught_and_non_members_are_not(one_thread):
     rng = np.random.default_rng(0)
     members, non_a, non_b = _textures(24, rng), _textures(200, rng), _textures(200, rng)
