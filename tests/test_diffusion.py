@@ -95,24 +95,46 @@ def test_bad_sampler_and_class_names_give_clear_errors():
     assert m.class_index("checker") == 2
     with pytest.raises(ValueError, match="labels must be in"):
         m.generate(torch.tensor([3]), torch.tensor([0]))
-    with pytest.raises(ValueError, match="steps must be in"):
+    with pytest.raises(ConfigError, match=r"generate.sampling.steps: must be an integer in \[1, 995\], got 0"):
         m.generate(torch.tensor([0]), torch.tensor([0]), steps=0)
 
 
-def test_determinism_and_batch_independence():
-    m = randomize(tiny())
+def same_samples(x: torch.Tensor, y: torch.Tensor, bf16: bool) -> bool:
+    """Whether two cohorts ``(N, C, H, W)`` in ``[0, 1]`` hold the same samples up to float rounding.
+
+    Different batch sizes or row orders may run different float kernels (another summation order), and
+    that rounding differs between CPUs, so no bit equality. float32: ``max |x - y| <= 1e-4`` (measured
+    2.4e-6 between batch sizes 1 and 5). bf16 autocast: per-sample mean ``|x - y| <= 0.02`` and
+    ``max <= 0.15``, a bound above running the whole network in bf16 instead of float32 (measured mean
+    0.008, max 0.06) and far below the difference between two seeds (per-sample mean >= 0.26).
+    """
+    if x.shape != y.shape or not (torch.isfinite(x).all() and torch.isfinite(y).all()):
+        return False
+    d = (x - y).abs()
+    if not bf16:
+        return bool(d.max() <= 1e-4)
+    return bool(d.flatten(1).mean(1).max() <= 0.02 and d.max() <= 0.15)
+
+
+@pytest.mark.parametrize("autocast", [True, False], ids=["bf16", "float32"])
+@pytest.mark.parametrize("sampler", ["dpmpp", "ddim", "ddpm"])
+def test_determinism_and_batch_independence(sampler, autocast):
+    """A sample depends only on its (label, seed): a rerun is bit-identical (same code path), the sample
+    computed alone or in a permuted batch is the same up to float rounding, and other seeds differ."""
+    m = randomize(tiny(autocast=autocast))
     labels, seeds = torch.tensor([0, 1, 2, 0, 1]), torch.tensor([5, 6, 7, 8, 9])
-    for sampler in ("dpmpp", "ddpm"):
-        a = m.generate(labels, seeds, sampler=sampler, steps=5, guidance=2.0)
-        b = m.generate(labels, seeds, sampler=sampler, steps=5, guidance=2.0)
-        assert torch.equal(a, b)
-        alone = m.generate(labels[3:4], seeds[3:4], sampler=sampler, steps=5, guidance=2.0)
-        assert torch.equal(alone[0], a[3])
-        perm = torch.tensor([4, 2, 0, 3, 1])
-        shuffled = m.generate(labels[perm], seeds[perm], sampler=sampler, steps=5, guidance=2.0)
-        assert torch.equal(shuffled, a[perm])
-        other = m.generate(labels, seeds + 100, sampler=sampler, steps=5, guidance=2.0)
-        assert not torch.allclose(other, a)
+    kw = dict(sampler=sampler, steps=5, guidance=2.0)
+    a = m.generate(labels, seeds, **kw)
+    assert torch.isfinite(a).all()  # 5-step ddpm was all NaN on AMD EPYC (sqrt of a rounded-negative)
+    assert torch.equal(a, m.generate(labels, seeds, **kw))
+    alone = torch.cat([m.generate(labels[i:i + 1], seeds[i:i + 1], **kw) for i in range(len(labels))])
+    assert same_samples(alone, a, bf16=autocast)
+    perm = torch.tensor([4, 2, 0, 3, 1])
+    assert same_samples(m.generate(labels[perm], seeds[perm], **kw), a[perm], bf16=autocast)
+    other = m.generate(labels, seeds + 100, **kw)
+    assert torch.isfinite(other).all() and not same_samples(other, a, bf16=autocast)
+    # the bf16 tolerance is tight enough to tell any one sample from another seed's
+    assert (other - a).abs().flatten(1).mean(1).min() > 0.1
 
 
 def test_guidance_zero_is_the_unconditional_path():
@@ -136,9 +158,14 @@ def test_guidance_zero_is_the_unconditional_path():
                           torch.tensor([3 + 2.5 * (1 - 3), 3 + 2.5 * (2 - 3)]))
 
 
-def test_ddpm_sampler_agrees_with_diffusers_ddpm_scheduler():
-    """Our ancestral sampler (DDIM eta=1 with seeded_noise) = diffusers' DDPMScheduler with the same noise."""
-    s = CosineSchedule(50, prediction_type="epsilon")
+@pytest.mark.parametrize("prediction_type", ["v_prediction", "epsilon"])
+def test_ddpm_sampler_agrees_with_diffusers_ddpm_scheduler(prediction_type):
+    """Our ancestral sampler (DDIM eta=1 with seeded_noise) = diffusers' DDPMScheduler with the same noise.
+
+    Coefficients: ours float64, diffusers' float32. v: measured max difference 8e-6. epsilon: the toy
+    model's ``x_0 = (x_t - s eps) / a_t`` grows to ~2e3, measured relative difference 2e-4.
+    """
+    s = CosineSchedule(50, prediction_type=prediction_type)
     seeds = torch.tensor([3, 4])
     x_T = seeded_noise(seeds, SHAPE)
 
@@ -147,13 +174,16 @@ def test_ddpm_sampler_agrees_with_diffusers_ddpm_scheduler():
 
     ours = ddpm_sample(fake, x_T, s, 50, seeds)
     ref = DDPMScheduler(num_train_timesteps=50, beta_schedule="squaredcos_cap_v2", clip_sample=False,
-                        prediction_type="epsilon")
+                        prediction_type=prediction_type)
     ref.set_timesteps(50)
     x = x_T.clone()
     for k, t in enumerate(ref.timesteps.tolist()):
         gens = [torch.Generator().manual_seed(int(sd) * 1_000_003 + k + 1) for sd in seeds.tolist()]
         x = ref.step(fake(x, torch.full((2,), t)), t, x, generator=gens).prev_sample
-    assert torch.allclose(ours, x, atol=1e-4), (ours - x).abs().max()
+    if prediction_type == "v_prediction":
+        torch.testing.assert_close(ours, x, atol=1e-4, rtol=0)
+    else:
+        torch.testing.assert_close(ours, x, atol=1e-3, rtol=2e-3)
 
 
 def test_training_reduces_loss_and_updates_ema(trained):

@@ -12,9 +12,9 @@ from typing import Callable
 import torch
 
 from ..errors import ConfigError
-from .ddim import ddim_sample
+from .ddim import ddim_coefficients, ddim_sample, trailing_timesteps
 from .ddpm import ddpm_sample
-from .dpmpp import dpmpp_sample
+from .dpmpp import dpmpp_max_steps, dpmpp_sample
 from .guidance import Denoiser, guided_denoiser
 from .schedule import CosineSchedule
 
@@ -29,4 +29,5 @@ def get_sampler(name: str) -> Callable[..., torch.Tensor]:
 
 
 __all__ = ["SAMPLERS", "get_sampler", "CosineSchedule", "Denoiser", "guided_denoiser",
-           "ddim_sample", "ddpm_sample", "dpmpp_sample"]
+           "ddim_sample", "ddpm_sample", "dpmpp_sample", "ddim_coefficients", "trailing_timesteps",
+           "dpmpp_max_steps"]

@@ -11,6 +11,11 @@ This is exactly DDIM with ``eta = 1`` (Song et al. 2021, sec. 4.1: with ``eta = 
 ``eta = 1``: with ``steps = T`` it is the original 1000-step sampler (tested against diffusers'
 ``DDPMScheduler`` with the same noise), with fewer steps the ancestral sampler on a sub-sequence. Unlike
 ``DDPMScheduler.step`` this takes the noise ``z`` explicitly, from ``seeded_noise(seeds, stream=k + 1)``.
+
+Numerics: ``sqrt(beta~_t)`` and the direction term ``sqrt(1 - alpha_bar_{t-1} - beta~_t)`` are taken in
+float64 in a cancellation-free form that is ``>= 0`` by construction (:func:`.ddim.ddim_coefficients`):
+evaluated as written in float32 (diffusers' ``DDIMScheduler``), the second one is ~1e-9 at the first step
+and rounded to -6e-8 on AMD EPYC, which made every 5-step sample NaN.
 """
 
 from __future__ import annotations

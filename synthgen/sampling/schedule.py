@@ -17,8 +17,19 @@ and the network predicts either ``eps`` ("epsilon") or the velocity ``v = a_t * 
     x_0 = a_t * x_t - s_t * v            eps = s_t * x_t + a_t * v
     x_0 = (x_t - s_t * eps) / a_t
 
-v prediction keeps ``x_0`` well conditioned at the last timesteps, where ``a_t`` is ~1e-5 for this
+v prediction keeps ``x_0`` well conditioned at the last timesteps, where ``a_t`` is ~5e-5 for this
 schedule (the betas are capped at 0.999), which matters for few-step solvers.
+
+Numerics (every square root, division and logarithm here, and why its argument is safe):
+
+* ``f(t / T)`` for ``t <= T - 1`` is a squared cosine of an angle below ``pi / 2``: ``> 0``, so the ratio in
+  ``beta_t`` is finite; ``f`` is decreasing, so ``beta_t >= 0``, and the cap keeps ``beta_t <= 0.999``.
+  :class:`CosineSchedule` checks ``0 < beta_t < 1``, hence ``0 < alpha_bar_t < 1`` for every ``t``
+  (``alpha_bar_999`` = 2.4e-9 for ``T = 1000``, ``alpha_bar_0`` = 1 - 4.1e-5).
+* ``a_t = sqrt(alpha_bar_t)`` and ``s_t = sqrt(1 - alpha_bar_t)`` are taken in float64 with the arguments
+  clamped to ``>= 0`` (exact arithmetic: ``> 0``), then cast to the tensor's dtype.
+* ``x_0 = (x_t - s_t eps) / a_t`` (epsilon prediction) divides by ``a_t >= 4.9e-5``: finite, but it
+  amplifies the noise estimate's error ~2e4 times at ``t = T - 1`` (one reason v is the default).
 """
 
 from __future__ import annotations
@@ -50,7 +61,12 @@ class CosineSchedule:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
         self.num_timesteps = int(num_timesteps)
         self.prediction_type = prediction_type
+        if self.num_timesteps < 1:
+            raise ValueError(f"num_timesteps must be >= 1, got {num_timesteps!r}")
         self.betas = cosine_betas(self.num_timesteps)
+        if not bool(((self.betas > 0) & (self.betas < 1)).all()):
+            raise ValueError(f"cosine betas for T={self.num_timesteps} leave (0, 1): the schedule would be singular")
+        #: ``(T,)`` float64 ``alpha_bar_t``, strictly decreasing in ``(0, 1)``
         self.alphas_cumprod = torch.cumprod(1.0 - self.betas, dim=0)
 
     def diffusers_config(self) -> dict:
@@ -59,10 +75,13 @@ class CosineSchedule:
                 "prediction_type": self.prediction_type}
 
     def _coeffs(self, t: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``a_t, s_t`` for integer timesteps ``t`` ``(N,)``, shaped ``(N, 1, 1, 1)`` like ``ref``."""
+        """``a_t, s_t`` for integer timesteps ``t`` ``(N,)`` in ``[0, T)``, shaped ``(N, 1, 1, 1)`` like ``ref``
+        (its dtype): square roots in float64 of arguments clamped to ``[0, 1]`` (see module docstring)."""
         ab = self.alphas_cumprod.to(ref.device)[t.long().to(ref.device)]
         shape = (-1,) + (1,) * (ref.dim() - 1)
-        return ab.sqrt().to(ref.dtype).view(shape), (1 - ab).sqrt().to(ref.dtype).view(shape)
+        a = ab.clamp(0.0, 1.0).sqrt()
+        s = (1.0 - ab).clamp(0.0, 1.0).sqrt()
+        return a.to(ref.dtype).view(shape), s.to(ref.dtype).view(shape)
 
     def add_noise(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``x_t = a_t x_0 + s_t eps`` for ``x0``, ``eps`` ``(N, C, H, W)``, ``t`` ``(N,)``."""
