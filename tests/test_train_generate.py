@@ -22,7 +22,8 @@ from synthgen.errors import ConfigError, InputError
 from synthgen.models.base import GeneratorModule, seeded_noise
 from synthgen.models.checkpoints import load_generator, save_generator
 from synthgen.models.gan import ConditionalGAN
-from synthgen.models.generation import generate
+from synthgen.cli import run_stage
+from synthgen.models.generation import NonFiniteSampleError, generate
 from synthgen.models.training import train
 
 TINY = ["model=cgan", "model.z_dim=8", "model.g_width=8", "model.d_width=8", "model.embed_dim=4",
@@ -120,6 +121,51 @@ def test_any_generator_module_loads_and_generates(trained, tmp_path):
     assert means[0] < means[1] < means[2]
 
 
+def _generate_stage_main():
+    """``main`` of ``pipelines/generate.py`` (the stage script, run in-process)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("generate_stage", REPO / "pipelines" / "generate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_non_finite_sample_stops_generate_before_anything_is_written(trained, tmp_path, monkeypatch, capsys):
+    ckpt = save_generator(tmp_path / "const.ckpt", ConstantGenerator(["a", "b", "c"], [3, 16, 16], 0.05), "k")
+    gen, parts = tmp_path / "gen", tmp_path / "gen.parts"
+    ov = overrides(trained, f"++generate.checkpoint={ckpt}", f"paths.generated={gen}", f"paths.reports={tmp_path}")
+    honest = ConstantGenerator.generate
+
+    def one_nan(self, labels, seeds, steps: int = 1):  # class b, k = 2 (plan row 5 + 2) diverges
+        out = honest(self, labels, seeds, steps)
+        out[(labels == 1) & ((seeds & 0xFFFFFF) == 2)] = float("nan")
+        return out
+
+    monkeypatch.setattr(ConstantGenerator, "generate", one_nan)
+    with pytest.raises(NonFiniteSampleError) as e:
+        generate(compose(ov))
+    seed = (int(compose(ov).generate.seed) << 32) | (1 << 24) | 2
+    msg = str(e.value)
+    assert msg.startswith(f"{ckpt}: generated sample 7 (class 'b', seed {seed}) is not finite") and "\n" not in msg
+    assert not gen.exists() and not parts.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["const.ckpt"]
+    # the stage script: one line on stderr, exit code 2 (an InputError), still nothing written
+    capsys.readouterr()
+    assert run_stage(_generate_stage_main(), ov) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert err == [f"error: {msg}"]
+    assert not gen.exists() and not parts.exists()
+    # a cohort from an earlier run is left exactly as it was (every sample NaN now: counted in the message)
+    monkeypatch.setattr(ConstantGenerator, "generate", honest)
+    generate(compose(ov))
+    before = {f.name: f.read_bytes() for f in gen.iterdir()}
+    monkeypatch.setattr(ConstantGenerator, "generate", lambda self, labels, seeds, steps=1: torch.full(
+        (len(labels), 3, 16, 16), float("inf")))
+    with pytest.raises(NonFiniteSampleError, match=r"generated sample 0 \(class 'a', .*\(NaN/inf; 15 of 15 samples are\)"):
+        generate(compose(ov))
+    assert {f.name: f.read_bytes() for f in gen.iterdir()} == before and not parts.exists()
+
+
 def _train_forever(ov):  # runs in a forked child; killed by the test
     train(compose([*ov, "trainer.max_steps=100000"]))
 
@@ -155,7 +201,9 @@ def test_resume_after_kill(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_give_the_same_cohort(trained, tmp_path):
+def test_two_processes_give_the_same_cohort(trained, tmp_path, one_thread):
+    """Byte-identical with one thread per process in both runs (the same kernels on the same batches);
+    other thread counts may pick float kernels that round differently."""
     one = generate(compose(overrides(trained, f"paths.generated={tmp_path / 'one'}", "generate.per_class=9",
                                      f"paths.reports={tmp_path / 'r1'}")))
     two_dir = tmp_path / "two"
@@ -163,7 +211,8 @@ def test_two_processes_give_the_same_cohort(trained, tmp_path):
                         *overrides(trained, f"paths.generated={two_dir}", "generate.per_class=9",
                                    f"paths.reports={tmp_path / 'r2'}", "generate.devices=2",
                                    "generate.accelerator=cpu")],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=400)
+                       cwd=tmp_path, capture_output=True, text=True, timeout=400,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
     for f in ("cohort.npz", "cohort.json"):
         assert (two_dir / f).read_bytes() == (one / f).read_bytes(), f

@@ -4,8 +4,13 @@
 Generation runs through ``trainer.predict`` so it spreads over devices (``generate.devices``; several
 processes use DDP, ``gloo`` on CPU). The plan is cut into fixed batches *before* distribution and the last
 batch is padded to full size (padding rows carry ``index = -1`` and are dropped), so every sample is
-computed in exactly the same batch on 1 or many devices: the cohort is byte-identical either way. Each rank
-writes its rows to ``<generated>.parts/``; rank 0 reassembles them in plan order and writes the cohort.
+computed in exactly the same batch on 1 or many devices: with the same number of threads per process the
+cohort is byte-identical either way (float kernels may round differently with other thread counts or CPUs).
+Each rank writes its rows to ``<generated>.parts/``; rank 0 reassembles them in plan order, removes the
+parts, checks that every sample is finite and only then quantizes and writes the cohort (atomically). A
+non-finite sample (NaN/inf: a diverged checkpoint or a numerical fault in a sampler) stops the stage with a
+:class:`NonFiniteSampleError` naming the sample and the checkpoint; nothing is written, and a cohort already
+at ``paths.generated`` from an earlier run is left as it was.
 """
 
 from __future__ import annotations
@@ -39,6 +44,29 @@ log = logging.getLogger(__name__)
 
 #: ``generate`` keys that only say where the work runs: the cohort is identical for any value.
 DEVICE_KEYS = ("devices",)
+
+
+class NonFiniteSampleError(InputError):
+    """A generated sample holds NaN or inf: ``"<checkpoint>: <which sample, of which class, with which seed>"``.
+
+    An :class:`InputError` (one line, exit code 2 from a stage script): the stage's inputs are the checkpoint
+    and the sampling config, and changing one of them (retrain, another sampler or step count) is the fix.
+    """
+
+
+def check_finite(images: np.ndarray, plan: Plan, class_names: Sequence[str], checkpoint: Path,
+                 out_dir: Path) -> None:
+    """Raise :class:`NonFiniteSampleError` if any row of ``images`` ``(N, C, H, W)`` (plan order) holds a
+    NaN or inf; the message names the first such sample (plan index, class, seed) and how many there are."""
+    bad = np.flatnonzero(~np.isfinite(images.reshape(len(images), -1)).all(axis=1))
+    if not len(bad):
+        return
+    i = int(bad[0])
+    more = f"; {len(bad)} of {len(images)} samples are" if len(bad) > 1 else ""
+    raise NonFiniteSampleError(
+        checkpoint, f"generated sample {i} (class {class_names[int(plan.labels[i])]!r}, seed {int(plan.seeds[i])}) "
+                    f"is not finite (NaN/inf{more}); nothing written to {out_dir}: the checkpoint may have "
+                    f"diverged (retrain it), or the generate.sampling settings are numerically unstable")
 
 
 class PlanBatches(Dataset):
@@ -148,15 +176,19 @@ def generate(cfg: DictConfig) -> Path | None:
     loader = torch.utils.data.DataLoader(PlanBatches(plan, int(gen_cfg.get("batch_size", 256))),
                                          batch_size=None, shuffle=False)
     t0 = time.perf_counter()
-    trainer.predict(model, dataloaders=loader, return_predictions=False)
-    trainer.strategy.barrier("generate_parts_written")
-    seconds = time.perf_counter() - t0
-    if not trainer.is_global_zero:
-        return None
-
-    rows = _assemble(parts_dir, len(plan))
+    try:
+        trainer.predict(model, dataloaders=loader, return_predictions=False)
+        trainer.strategy.barrier("generate_parts_written")
+        seconds = time.perf_counter() - t0
+        if not trainer.is_global_zero:
+            return None
+        rows = _assemble(parts_dir, len(plan))
+    finally:
+        if trainer.is_global_zero:  # the parts never outlive the stage, whether it succeeded or not
+            shutil.rmtree(parts_dir, ignore_errors=True)
     if not (np.array_equal(rows["labels"], plan.labels) and np.array_equal(rows["seeds"], plan.seeds)):
         raise RuntimeError("generated rows do not match the plan")
+    check_finite(rows["images"], plan, model.class_names, ckpt, out_dir)
     images = quantize(rows["images"], meta["dtype"])
     # The model config the checkpoint was trained with (the current cfg.model may have changed since).
     model_cfg = ck_meta.get("config_model") or OmegaConf.to_container(cfg.model, resolve=True)
@@ -182,7 +214,6 @@ def generate(cfg: DictConfig) -> Path | None:
         tmp.mkdir(parents=True)
         save_npz(tmp / "cohort.npz", images=images, labels=plan.labels, seeds=plan.seeds)
         (tmp / "cohort.json").write_text(dumps_json(record), encoding="utf-8")
-    shutil.rmtree(parts_dir, ignore_errors=True)
     real = load_split(cfg.paths.prepared, "train")
     sample_grid(Path(cfg.paths.reports) / "samples.png", model.class_names, real.images, real.labels,
                 dequantize(images), plan.labels, columns=int(gen_cfg.get("grid_columns", 10)),
