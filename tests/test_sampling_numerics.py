@@ -167,3 +167,20 @@ def test_steps_eta_and_guidance_are_validated(schedule):
     for bad in (-1.0, float("nan"), float("inf")):
         with pytest.raises(ConfigError, match="generate.sampling.guidance: must be a finite number >= 0"):
             guided_denoiser(lambda x, t, y: x, torch.tensor([0]), 1, bad)
+
+
+def test_generate_keeps_non_finite_samples_visible(monkeypatch):
+    """A sampler result with inf (clamp alone would turn it into 1) or NaN comes back NaN in that row only."""
+    import synthgen.models.diffusion as diffusion
+
+    def broken(denoise, x_T, schedule, steps, seeds):
+        x = torch.zeros_like(x_T)
+        x[1, 0, 0, 0], x[2, 0, 1, 1] = float("inf"), float("nan")
+        return x
+
+    monkeypatch.setattr(diffusion, "get_sampler", lambda name: broken)
+    m = DiffusionModule(["a", "b"], SHAPE, channels=[8, 16], blocks_per_level=1)
+    out = m.generate(torch.tensor([0, 1, 0]), torch.arange(3))
+    assert torch.isfinite(out[0]).all() and (out[0] == 0.5).all()
+    assert torch.isnan(out[1, 0, 0, 0]) and torch.isnan(out[2, 0, 1, 1])
+    assert int(torch.isnan(out).sum()) == 2

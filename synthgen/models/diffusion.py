@@ -178,14 +178,20 @@ class DiffusionModule(GeneratorModule):
 
         Args:
             sampler: ``"dpmpp"`` (DPM-Solver++(2M)), ``"ddim"`` or ``"ddpm"`` (ancestral).
-            steps: sampler steps (1..T).
-            guidance: classifier-free guidance scale ``g >= 0`` (0 unconditional, 1 conditional).
+            steps: sampler steps, ``1..T`` (``dpmpp``: at most ``dpmpp_max_steps``, 995 for ``T = 1000``).
+            guidance: classifier-free guidance scale, finite ``g >= 0`` (0 unconditional, 1 conditional).
             use_ema: sample with the EMA weights (default) or the raw training weights.
 
         Returns:
             ``(N, C, H, W)`` float32 in ``[0, 1]`` on CPU; row ``i`` depends only on ``labels[i]``,
             ``seeds[i]``, the sampling arguments and the weights (initial latent =
-            ``seeded_noise(seeds, stream=0)``, sampler noise of step ``k`` = stream ``k + 1``).
+            ``seeded_noise(seeds, stream=0)``, sampler noise of step ``k`` = stream ``k + 1``). The samplers'
+            arithmetic cannot create a NaN (see :mod:`synthgen.sampling.ddim`); a non-finite network output
+            comes back as NaN (also an ``inf``, which ``clamp`` alone would hide) so that the generate stage
+            can name the sample.
+
+        Raises:
+            ConfigError: an unknown sampler, ``steps`` out of range or a negative/non-finite ``guidance``.
         """
         sample = get_sampler(sampler)
         labels, seeds = self._check(labels, seeds)
@@ -202,7 +208,9 @@ class DiffusionModule(GeneratorModule):
                 denoise = guided_denoiser(lambda x, t, y: self._predict(net, x, t, y), lab.to(device),
                                           self.null_label, guidance)
                 x0 = sample(denoise, x_T, self.schedule, steps, sd)
-                chunks.append(((x0.clamp(-1, 1) + 1) / 2).float().cpu())
+                img = (x0.clamp(-1, 1) + 1) / 2
+                # clamp maps +-inf into range: keep every non-finite pixel NaN for the stage's check
+                chunks.append(torch.where(torch.isfinite(x0), img, torch.nan).float().cpu())
         finally:
             net.train(was_training)
         if not chunks:
