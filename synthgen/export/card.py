@@ -113,6 +113,27 @@ def front_matter(name: str, index: Mapping[str, Any], license: str, pretty_name:
     return "---\n" + yaml.safe_dump(fm, sort_keys=False, default_flow_style=False) + "---\n"
 
 
+def splits_section(prepared_meta: Mapping[str, Any]) -> list[str]:
+    """The "Splits" subsection: patient ids yes/no, the split policy and the near-duplicate shares across
+    splits (from ``data/prepared/meta.json``; empty for a meta.json written before these keys existed)."""
+    if "patient_ids" not in prepared_meta:
+        return []
+    ids = bool(prepared_meta["patient_ids"])
+    out = ["### Splits\n", f"Patient ids in the source: {'yes' if ids else 'no (each image counts as its own patient)'}. "
+           f"{prepared_meta.get('split_policy', '')}\n"]
+    dups = prepared_meta.get("near_duplicates") or {}
+    if dups.get("pairs"):
+        out.append(f"Near-duplicates across splits: share of the second split's images whose nearest image in the "
+                   f"first split has pixel Pearson correlation >= {_fmt(float(dups['threshold_pearson']))}:\n")
+        order = ("train-val", "train-test", "train-holdout", "val-test", "val-holdout", "test-holdout")
+        names = sorted(dups["pairs"], key=lambda k: (order.index(k) if k in order else len(order), k))
+        out.append(_table(("splits", "images", "near-copies", "share", "median nearest r"),
+                          [(k, r["n"], r["near_copies"], "-" if r["share"] is None else f"{100 * r['share']:.2f}%",
+                            "-" if r["median_nn_pearson"] is None else r["median_nn_pearson"])
+                           for k, r in ((k, dups["pairs"][k]) for k in names)]) + "\n")
+    return out
+
+
 def render_card(cohort: AuditedCohort, index: Mapping[str, Any], export_cfg: Mapping[str, Any],
                 prepared_meta: Mapping[str, Any] | None = None, evaluate: Mapping[str, Any] | None = None,
                 privacy: Mapping[str, Any] | None = None, train: Mapping[str, Any] | None = None) -> str:
@@ -184,6 +205,7 @@ def render_card(cohort: AuditedCohort, index: Mapping[str, Any], export_cfg: Map
         if rare.get("classes"):
             out.append(f"Rare-class scenario: classes {rare['classes']} kept at {rare.get('keep')} training "
                        "images each.\n")
+        out.extend(splits_section(prepared_meta))
     else:
         out.append("No `data/prepared/meta.json` was available when this card was written.\n")
     out.append("### Model\n")
