@@ -12,12 +12,15 @@ The reported ``share`` is the fraction of ``second`` with a near-copy in ``first
 the median of the nearest-neighbour correlations (how alike the splits are in general). Adjacent slices of
 one scan or repeated images of one patient show up here when a split was cut image by image.
 
-Speed and memory: the correlations are one chunked matmul per pair (queries in chunks of
+Speed and memory: the correlations are one chunked matmul per reference split (queries in chunks of
 ``chunk_queries`` rows against the reference in chunks of ``chunk_reference`` rows, so the similarity block in
 memory is bounded whatever the split sizes). On CPUs with native bf16 dot products (``avx512_bf16``/AMX) the
-matmul runs in bf16 as a prefilter and every query's maximum is then recomputed exactly in float32 over all
-candidates the bf16 error bound cannot rule out (so the result equals the float32 computation, ~5x faster);
-otherwise, and when ``exact=True``, the matmul runs in float32 throughout.
+matmul runs in bf16 as a prefilter; each query's top 8 candidates are re-scored in float32, and the whole
+reference is re-scanned in float32 for the queries whose decision the bf16 error bound leaves open (best
+candidate within the margin of the threshold, 8th candidate within the margin of the best). Near-copy counts
+are then exactly those of the float32 computation; other nearest-neighbour values are at most 0.024 low
+(on BloodMNIST within 2e-6). BloodMNIST, all six pairs, one thread: 3.1 CPU-s against 5.9 in float32.
+Otherwise, and when ``exact=True``, the matmul runs in float32 throughout.
 """
 
 from __future__ import annotations
