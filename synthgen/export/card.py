@@ -124,7 +124,8 @@ def splits_section(prepared_meta: Mapping[str, Any]) -> list[str]:
     dups = prepared_meta.get("near_duplicates") or {}
     if dups.get("pairs"):
         out.append(f"Near-duplicates across splits: share of the second split's images whose nearest image in the "
-                   f"first split has pixel Pearson correlation >= {_fmt(float(dups['threshold_pearson']))}:\n")
+                   f"first split has pixel Pearson correlation >= {_fmt(float(dups['threshold_pearson']))} (compare "
+                   "the rows: where unrelated images look alike, even disjoint splits reach high shares):\n")
         order = ("train-val", "train-test", "train-holdout", "val-test", "val-holdout", "test-holdout")
         names = sorted(dups["pairs"], key=lambda k: (order.index(k) if k in order else len(order), k))
         out.append(_table(("splits", "images", "near-copies", "share", "median nearest r"),
