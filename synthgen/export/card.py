@@ -2,7 +2,8 @@
 
 YAML front matter (license, task_categories, tags, size_categories, ``configs``/``data_files`` pointing at
 the shards) followed by: contents and per-class counts, a 5-line plain-``webdataset`` reading snippet,
-provenance (source cohort summary, model, training budget, full config), evaluation metrics, the privacy
+provenance (source cohort summary, its splits and near-duplicates across them, model, training budget,
+full config), evaluation metrics, the privacy
 report, and intended use and limitations.
 
 No PHI: from the source cohort only aggregate, allow-listed fields of ``data/prepared/meta.json`` are shown
@@ -118,9 +119,8 @@ def splits_section(prepared_meta: Mapping[str, Any]) -> list[str]:
     splits (from ``data/prepared/meta.json``; empty for a meta.json written before these keys existed)."""
     if "patient_ids" not in prepared_meta:
         return []
-    ids = bool(prepared_meta["patient_ids"])
-    out = ["### Splits\n", f"Patient ids in the source: {'yes' if ids else 'no (each image counts as its own patient)'}. "
-           f"{prepared_meta.get('split_policy', '')}\n"]
+    ids = "yes" if prepared_meta["patient_ids"] else "no (each image counts as its own patient)"
+    out = ["### Splits\n", f"Patient ids in the source: {ids}. {prepared_meta.get('split_policy', '')}\n"]
     dups = prepared_meta.get("near_duplicates") or {}
     if dups.get("pairs"):
         out.append(f"Near-duplicates across splits: share of the second split's images whose nearest image in the "
