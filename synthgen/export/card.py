@@ -3,11 +3,10 @@
 YAML front matter (license, task_categories, tags, size_categories, ``configs``/``data_files`` pointing at
 the shards) followed by: contents and per-class counts, a 5-line plain-``webdataset`` reading snippet,
 provenance (source cohort summary, its splits and near-duplicates across them, model, training budget,
-full config), evaluation metrics, the privacy
-report, and intended use and limitations.
+full config), evaluation metrics, the privacy report, and intended use and limitations.
 
 No PHI: from the source cohort only aggregate, allow-listed fields of ``data/prepared/meta.json`` are shown
-(counts, image size, channels, dtype, modality, source kind), and in the configs and metrics every value
+(counts, image size, channels, dtype, modality, source kind, split policy, near-duplicate counts), and in the configs and metrics every value
 whose key names a file system location (``path``, ``root``, ``*_path``, ``*_dir``, ...) and every absolute
 path (a folder name can carry a patient or site name) is replaced by ``<local path>``.
 The text depends only on its inputs (no timestamps), so the card is byte-identical across runs.
