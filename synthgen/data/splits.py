@@ -15,8 +15,10 @@ Why not carve the holdout out of test: MedMNIST ships no patient ids, so a carve
 images cut from one scan (adjacent CT slices, one patient's several X-rays) are near-duplicates. Splitting
 an official split image by image puts near-copies of holdout images into the rest of that split (measured on
 a CT cohort: 98% of test images lay closer to a holdout image than to an equally large random subset of
-training images), so "real images of unseen patients" would be false for the evaluation split. The official
-splits are scan-disjoint; test is kept whole so that the evaluation stays honest.
+training images), so "real images of unseen patients" would be false for the evaluation split. As
+published, MedMNIST's test split shares no scans with train or val; it is kept whole so that the evaluation
+stays honest. (Val is not always as clean: PneumoniaMNIST's val was cut from its source's training set, and
+the near-duplicate table of :mod:`synthgen.data.near_duplicates` shows it.)
 
 The **privacy reference split** (``meta.json`` ``privacy_reference_split``, see
 :func:`privacy_reference_split`): the privacy gate compares the holdout with a second set of real images the

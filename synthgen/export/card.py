@@ -7,8 +7,9 @@ full config), evaluation metrics, the privacy report, and intended use and limit
 
 No PHI: from the source cohort only aggregate, allow-listed fields of ``data/prepared/meta.json`` are shown
 (counts, image size, channels, dtype, modality, source kind, split policy, near-duplicate counts), and in
-the configs and metrics every value whose key names a file system location (``path``, ``root``, ``*_path``, ``*_dir``, ...) and every absolute
-path (a folder name can carry a patient or site name) is replaced by ``<local path>``.
+the configs and metrics every value whose key names a file system location (``path``, ``root``, ``*_path``,
+``*_dir``, ...) and every absolute path (a folder name can carry a patient or site name) is replaced by
+``<local path>``.
 The text depends only on its inputs (no timestamps), so the card is byte-identical across runs.
 """
 
