@@ -25,8 +25,11 @@ def test_prepare_real_pneumonia_keeps_official_splits(pneumoniamnist, tmp_path):
     meta = json.loads((out / "meta.json").read_text())
     assert meta["class_names"] == ["normal", "pneumonia"]
     assert meta["counts"]["train"] == {"normal": 388, "pneumonia": 3494}
-    assert sum(meta["counts"]["val"].values()) == 524
-    assert sum(meta["counts"]["test"].values()) + sum(meta["counts"]["holdout"].values()) == 624
+    assert sum(meta["counts"]["test"].values()) == 624  # test whole
+    assert sum(meta["counts"]["val"].values()) + sum(meta["counts"]["holdout"].values()) == 524
+    assert meta["patient_ids"] is False and meta["privacy_reference_split"] == "test"
+    assert set(meta["near_duplicates"]["pairs"]) == {"train-val", "train-test", "train-holdout", "val-test",
+                                                     "val-holdout", "test-holdout"}
     if CHECK_CONTRACTS.exists():
         r = subprocess.run([sys.executable, str(CHECK_CONTRACTS), "prepared", str(out)], capture_output=True, text=True)
         assert r.returncode == 0, r.stdout

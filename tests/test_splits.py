@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from synthgen.data.splits import carve_holdout, rare_cut, stratified_patient_split
+from synthgen.data.splits import (carve_holdout, privacy_reference_split, rare_cut, split_policy,
+                                  stratified_patient_split)
 
 
 def _cohort(seed=0, n_patients=200):
@@ -34,12 +35,30 @@ def test_split_is_seeded_and_stratified():
     assert (labels[a == "holdout"] == 3).any() or (labels[a == "test"] == 3).any()
 
 
-def test_carve_holdout_only_from_test():
+def test_carve_holdout_only_from_val():
     labels, pids = _cohort()
-    preset = np.where(np.arange(len(labels)) % 3 == 0, "test", "train")
+    i = np.arange(len(labels))
+    preset = np.where(i % 4 == 0, "val", np.where(i % 4 == 1, "test", "train"))
     out = carve_holdout(preset, labels, pids, 0.5, seed=0)
-    assert ((out == "holdout") <= (preset == "test")).all()
-    assert 0.3 < (out == "holdout").sum() / (preset == "test").sum() < 0.7
+    assert ((out == "holdout") <= (preset == "val")).all()
+    assert (out[preset != "val"] == preset[preset != "val"]).all()  # train and test untouched
+    assert 0.3 < (out == "holdout").sum() / (preset == "val").sum() < 0.7
+    for p in np.unique(pids[preset == "val"]):  # by patient
+        assert len(set(out[(pids == p) & (preset == "val")])) == 1
+    assert (carve_holdout(preset, labels, pids, 0.5, seed=0) == out).all()
+    with pytest.raises(ValueError):
+        carve_holdout(preset, labels, pids, 0.0, seed=0)
+
+
+def test_reference_split_and_policy_wording():
+    cfg = {"val": .1, "test": .15, "holdout": .15, "holdout_from_val": .5}
+    assert privacy_reference_split(True) == "val" and privacy_reference_split(False) == "test"
+    for ids in (True, False):
+        for official in (True, False):
+            text = split_policy(ids, official, cfg)
+            assert ("patient-level" in text) == (ids and not official), text
+            assert ("test is kept whole" in text) == official
+    assert "reference" in split_policy(False, True, cfg) and "50% of the official val" in split_policy(False, True, cfg)
 
 
 def test_rare_cut_keeps_exactly_n_of_rare_class():

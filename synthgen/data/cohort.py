@@ -15,13 +15,18 @@ class Cohort:
         images: ``(N, C, H, W)`` float32 in ``[0, 1]`` (normalized by the reader's documented rule).
         labels: ``(N,)`` int64, indices into ``class_names``.
         class_names: class names in label order.
-        patient_ids: ``(N,)`` unicode; images of one patient never straddle splits.
+        patient_ids: ``(N,)`` unicode; images of one patient never straddle splits. Without real ids
+            (``has_patient_ids`` False) each image is its own "patient" and the ids only name images.
         sources: ``(N,)`` unicode; the file (and slice, ``file#slice=k``) each image came from,
             relative to the data root.
         splits: ``(N,)`` unicode split names when the source ships its own split (MedMNIST), else None.
         normalization: human-readable statement of the intensity rule, recorded in ``meta.json``.
         storage_dtype: ``"uint8"`` or ``"uint16"``: how ``data/prepared`` stores the intensities
             (8-bit sources keep 8 bits; DICOM/NIfTI/16-bit PNG keep 16).
+        has_patient_ids: whether ``patient_ids`` are real patient identifiers (the labels CSV of the
+            DICOM/NIfTI/image-folder/demo readers) or stand-ins, one per image (MedMNIST ships none). Only
+            with real ids are splits patient-level: without them adjacent slices of one scan can land in
+            different splits (see :mod:`synthgen.data.splits`).
     """
 
     images: np.ndarray
@@ -32,6 +37,7 @@ class Cohort:
     splits: np.ndarray | None = None
     normalization: str = ""
     storage_dtype: str = "uint8"
+    has_patient_ids: bool = True
     source_kind: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -56,5 +62,5 @@ class Cohort:
             patient_ids=self.patient_ids[index], sources=self.sources[index],
             splits=None if self.splits is None else self.splits[index],
             normalization=self.normalization, storage_dtype=self.storage_dtype,
-            source_kind=self.source_kind, extra=dict(self.extra),
+            has_patient_ids=self.has_patient_ids, source_kind=self.source_kind, extra=dict(self.extra),
         )

@@ -2,8 +2,9 @@
 
 Expected keys: ``{train,val,test}_images`` ``(N, H, W)`` or ``(N, H, W, 3)`` uint8 and
 ``{train,val,test}_labels`` ``(N,)`` or ``(N, 1)``. Normalization: ``x / 255``.
-MedMNIST has no patient ids: each image is its own patient (``<split>-<index>``), which is what the
-dataset's official splits assume.
+MedMNIST has no patient ids: each image gets a stand-in id (``<split>-<index>``) and the cohort says
+``has_patient_ids=False``. The official splits are scan-disjoint, so they are kept whole (the prepare stage
+carves the privacy holdout out of the official val split; see :mod:`synthgen.data.splits`).
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ class MedMNISTReader:
         return Cohort(images=images, labels=y, class_names=names, patient_ids=np.array(pids),
                       sources=np.array(sources), splits=np.array(splits),
                       normalization="uint8 / 255 (MedMNIST intensities as stored)",
-                      storage_dtype="uint8", source_kind="medmnist",
+                      storage_dtype="uint8", has_patient_ids=False, source_kind="medmnist",
                       extra={"path": str(self.path), "flavour": self.flavour})
 
     def _to_nchw(self, x: np.ndarray) -> np.ndarray:

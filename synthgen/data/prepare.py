@@ -1,9 +1,10 @@
-"""The prepare stage: read a source cohort, split it by patient, apply the rare-class cut, write
-``data/prepared`` atomically."""
+"""The prepare stage: read a source cohort, split it (see :mod:`synthgen.data.splits` for the policy),
+apply the rare-class cut, measure near-duplicates across the splits, write ``data/prepared`` atomically."""
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,10 @@ from omegaconf import DictConfig, OmegaConf
 from ..errors import ConfigError, InputError
 from ..io import atomic_path
 from .cohort import Cohort
+from .near_duplicates import format_table, near_duplicate_table
 from .prepared import class_counts, write_prepared
-from .splits import SPLITS, carve_holdout, rare_cut, stratified_patient_split
+from .splits import (SPLITS, carve_holdout, privacy_reference_split, rare_cut, split_policy,
+                     stratified_patient_split)
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +49,44 @@ def build_reader(data_cfg: DictConfig) -> Any:
 
 
 def assign_splits(cohort: Cohort, split_cfg: DictConfig | dict) -> np.ndarray:
-    """Split names per image: the source's own split (holdout carved from test) or a fresh
-    patient-level stratified split."""
+    """Split names per image: the source's official split kept (test whole, holdout carved from val) or,
+    without one, a fresh class-stratified split (patient-level when the cohort has patient ids)."""
     seed = int(split_cfg["seed"])
     if cohort.splits is not None:
-        return carve_holdout(cohort.splits, cohort.labels, cohort.patient_ids,
-                             float(split_cfg["holdout_from_test"]), seed)
+        share = float(split_cfg["holdout_from_val"])
+        if not 0.0 < share < 1.0:
+            raise ConfigError("data.split.holdout_from_val", f"{share} must lie strictly between 0 and 1 "
+                                                             "(the holdout and the rest of val both need images)")
+        return carve_holdout(cohort.splits, cohort.labels, cohort.patient_ids, share, seed)
     fractions = {k: float(split_cfg[k]) for k in ("val", "test", "holdout")}
+    if any(v < 0 for v in fractions.values()) or sum(fractions.values()) >= 1.0:
+        raise ConfigError("data.split", f"val/test/holdout shares {fractions} must be >= 0 and leave room for train")
     return stratified_patient_split(cohort.labels, cohort.patient_ids, fractions, seed)
+
+
+def _near_copy_threshold(split_cfg: DictConfig | dict) -> float | None:
+    value = split_cfg.get("near_copy_pearson")
+    if value is None:
+        return None
+    try:
+        threshold = float(value)
+    except (TypeError, ValueError):
+        threshold = float("nan")
+    if not -1.0 < threshold <= 1.0:
+        raise ConfigError("data.split.near_copy_pearson", f"{value!r} is not a correlation in (-1, 1] (or null)")
+    return threshold
+
+
+def near_duplicates(parts: dict[str, Cohort], threshold: float | None) -> dict[str, Any] | None:
+    """The near-duplicate table across splits (:mod:`synthgen.data.near_duplicates`), logged with its time;
+    None when ``threshold`` (``data.split.near_copy_pearson``) is None."""
+    if threshold is None:
+        log.info("near-duplicate check across splits skipped (data.split.near_copy_pearson is null)")
+        return None
+    t0 = time.perf_counter()
+    table = near_duplicate_table({s: p.images for s, p in parts.items()}, threshold)
+    log.info("%s\n  (%.1f s)", format_table(table), time.perf_counter() - t0)
+    return table
 
 
 def _rare_class_indices(cohort: Cohort, names: list[str]) -> list[int]:
@@ -70,20 +103,31 @@ def prepare(cfg: DictConfig, out_dir: str | Path | None = None) -> Path:
     cohort: Cohort = reader.read()
     if len(cohort) == 0:
         raise InputError(getattr(reader, "labels", None) or getattr(reader, "path", None), "no images")
-    split_names = assign_splits(cohort, cfg.data.split)
+    split_cfg = cfg.data.split
+    threshold = _near_copy_threshold(split_cfg)
+    split_names = assign_splits(cohort, split_cfg)
     parts = {s: cohort.subset(split_names == s) for s in SPLITS}
 
     rare = cfg.data.rare
     rare_names = list(rare.classes or [])
     rare_info: dict[str, Any] = {"classes": rare_names, "keep": rare.keep}
+    idx = _rare_class_indices(cohort, rare_names)
+    # Config checked: from here on nothing is refused, so the log can speak.
+    official = cohort.splits is not None
+    policy = split_policy(cohort.has_patient_ids, official, split_cfg)
+    if not cohort.has_patient_ids:
+        log.warning("%s has no patient ids: every image counts as its own patient, so images of one scan or "
+                    "patient can sit in more than one split%s", cohort.source_kind or "the source",
+                    " (the official splits are kept whole apart from val)" if official else "")
+    log.info("split policy: %s", policy)
     uncut = None
     if rare_names and rare.keep is not None:
-        idx = _rare_class_indices(cohort, rare_names)
         keep = rare_cut(parts["train"].labels, idx, int(rare.keep), int(rare.seed))
         uncut = parts["train"]
         parts["train"] = uncut.subset(keep)
         rare_info["train_before_cut"] = {n: int((uncut.labels == i).sum()) for n, i in zip(rare_names, idx)}
 
+    dups = near_duplicates(parts, threshold)
     c, h, w = cohort.images.shape[1:]
     meta = {
         "class_names": cohort.class_names,
@@ -92,9 +136,15 @@ def prepare(cfg: DictConfig, out_dir: str | Path | None = None) -> Path:
         "source": {"kind": cohort.source_kind, "name": cfg.data.get("name", cohort.source_kind),
                    **{k: v for k, v in cohort.extra.items() if k in ("flavour", "modality")}},
         "normalization": cohort.normalization,
-        "patients": {s: int(len(np.unique(p.patient_ids))) for s, p in parts.items()},
+        "patient_ids": bool(cohort.has_patient_ids),
+        # Without real ids the stand-in ids count images, not patients.
+        "patients": ({s: int(len(np.unique(p.patient_ids))) for s, p in parts.items()}
+                     if cohort.has_patient_ids else None),
+        "split_policy": policy,
+        "privacy_reference_split": privacy_reference_split(cohort.has_patient_ids),
+        "near_duplicates": dups,
         "rare": rare_info,
-        "split": OmegaConf.to_container(cfg.data.split, resolve=True),
+        "split": OmegaConf.to_container(split_cfg, resolve=True),
     }
     with atomic_path(out_dir) as tmp:
         files = dict(parts)

@@ -8,7 +8,9 @@ Layout (checked by ``shared/tools/check_contracts.py prepared``)::
                                                #       sources (N,) str (relative to data.root)
       train_uncut.npz                          # only with data.rare active: train before the cut
       meta.json                                # class_names, counts per split x class, image_size,
-                                               # channels, dtype, source, normalization, rare
+                                               # channels, dtype, source, normalization, rare,
+                                               # patient_ids (bool), split_policy (text),
+                                               # privacy_reference_split, near_duplicates
 
 Intensities: ``float = stored / max(dtype)`` gives the reader's ``[0, 1]`` normalization back.
 """
@@ -68,6 +70,7 @@ def load_split(prepared_dir: str | os.PathLike, split: str, as_float: bool = Tru
             labels=z["labels"], class_names=list(meta["class_names"]),
             patient_ids=z["patient_ids"], sources=z["sources"],
             normalization=meta.get("normalization", ""), storage_dtype=str(images.dtype),
+            has_patient_ids=bool(meta.get("patient_ids", True)),
             source_kind=meta.get("source", {}).get("kind", ""),
         )
 

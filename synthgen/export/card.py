@@ -2,13 +2,14 @@
 
 YAML front matter (license, task_categories, tags, size_categories, ``configs``/``data_files`` pointing at
 the shards) followed by: contents and per-class counts, a 5-line plain-``webdataset`` reading snippet,
-provenance (source cohort summary, model, training budget, full config), evaluation metrics, the privacy
-report, and intended use and limitations.
+provenance (source cohort summary, its splits and near-duplicates across them, model, training budget,
+full config), evaluation metrics, the privacy report, and intended use and limitations.
 
 No PHI: from the source cohort only aggregate, allow-listed fields of ``data/prepared/meta.json`` are shown
-(counts, image size, channels, dtype, modality, source kind), and in the configs and metrics every value
-whose key names a file system location (``path``, ``root``, ``*_path``, ``*_dir``, ...) and every absolute
-path (a folder name can carry a patient or site name) is replaced by ``<local path>``.
+(counts, image size, channels, dtype, modality, source kind, split policy, near-duplicate counts), and in
+the configs and metrics every value whose key names a file system location (``path``, ``root``, ``*_path``,
+``*_dir``, ...) and every absolute path (a folder name can carry a patient or site name) is replaced by
+``<local path>``.
 The text depends only on its inputs (no timestamps), so the card is byte-identical across runs.
 """
 
@@ -113,6 +114,27 @@ def front_matter(name: str, index: Mapping[str, Any], license: str, pretty_name:
     return "---\n" + yaml.safe_dump(fm, sort_keys=False, default_flow_style=False) + "---\n"
 
 
+def splits_section(prepared_meta: Mapping[str, Any]) -> list[str]:
+    """The "Splits" subsection: patient ids yes/no, the split policy and the near-duplicate shares across
+    splits (from ``data/prepared/meta.json``; empty for a meta.json written before these keys existed)."""
+    if "patient_ids" not in prepared_meta:
+        return []
+    ids = "yes" if prepared_meta["patient_ids"] else "no (each image counts as its own patient)"
+    out = ["### Splits\n", f"Patient ids in the source: {ids}. {prepared_meta.get('split_policy', '')}\n"]
+    dups = prepared_meta.get("near_duplicates") or {}
+    if dups.get("pairs"):
+        out.append(f"Near-duplicates across splits: share of the second split's images whose nearest image in the "
+                   f"first split has pixel Pearson correlation >= {_fmt(float(dups['threshold_pearson']))} (compare "
+                   "the rows: where unrelated images look alike, even disjoint splits reach high shares):\n")
+        order = ("train-val", "train-test", "train-holdout", "val-test", "val-holdout", "test-holdout")
+        names = sorted(dups["pairs"], key=lambda k: (order.index(k) if k in order else len(order), k))
+        out.append(_table(("splits", "images", "near-copies", "share", "median nearest r"),
+                          [(k, r["n"], r["near_copies"], "-" if r["share"] is None else f"{100 * r['share']:.2f}%",
+                            "-" if r["median_nn_pearson"] is None else r["median_nn_pearson"])
+                           for k, r in ((k, dups["pairs"][k]) for k in names)]) + "\n")
+    return out
+
+
 def render_card(cohort: AuditedCohort, index: Mapping[str, Any], export_cfg: Mapping[str, Any],
                 prepared_meta: Mapping[str, Any] | None = None, evaluate: Mapping[str, Any] | None = None,
                 privacy: Mapping[str, Any] | None = None, train: Mapping[str, Any] | None = None) -> str:
@@ -184,6 +206,7 @@ def render_card(cohort: AuditedCohort, index: Mapping[str, Any], export_cfg: Map
         if rare.get("classes"):
             out.append(f"Rare-class scenario: classes {rare['classes']} kept at {rare.get('keep')} training "
                        "images each.\n")
+        out.extend(splits_section(prepared_meta))
     else:
         out.append("No `data/prepared/meta.json` was available when this card was written.\n")
     out.append("### Model\n")
