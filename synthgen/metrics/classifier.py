@@ -8,8 +8,8 @@ Every arm trains for the same fixed number of optimizer steps (not epochs), so T
 get exactly the same compute whatever the size of their training pool. Batches are drawn with
 replacement from per-image sampling weights (uniform, or class-balanced oversampling), with light
 augmentation (integer shifts, plus random elements of the data source's declared symmetry group,
-``data.symmetries``, via one affine ``grid_sample``), AdamW with linear warmup and cosine decay, and bf16 autocast (about 2x faster convolutions on this CPU; measured in
-``benchmarks/evaluate_classifier.py``).
+``data.symmetries``, via one affine ``grid_sample``), AdamW with linear warmup and cosine decay, and
+bf16 autocast (about 2x faster convolutions on this CPU; measured in ``benchmarks/evaluate_classifier.py``).
 
 Flips and rotations are NOT assumed: they change the label of lateralized classes (left/right kidney,
 femur), and a classifier trained with them cannot learn laterality. They come only from the data source's
