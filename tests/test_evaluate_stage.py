@@ -85,6 +85,21 @@ def test_missing_cohort_gives_one_line_and_no_output(project):
     assert not (out / "evaluate.json").exists()
 
 
+def test_stage_reads_the_data_sources_symmetries(project):
+    tmp, base = project
+    r, out = _run(tmp, base, "badsym", "data.symmetries=[hflip,mirror]")
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(err) == 1 and "data.symmetries" in err[0] and "rot90" in err[0], r.stderr
+    assert not (out / "evaluate.json").exists()
+    keys = {}
+    for name, sym in (("nosym", "[]"), ("d4", "[rot90,hflip]")):
+        run(compose([*base, f"paths.metrics={tmp / name}", f"paths.reports={tmp / name}", f"data.symmetries={sym}",
+                     "evaluate.utility.arms=[trtr]"]))
+        keys[name] = json.loads((tmp / name / "evaluate.json").read_text())
+    assert keys["nosym"]["symmetries"] == [] and keys["d4"]["symmetries"] == ["hflip", "rot90"]
+    assert keys["nosym"]["feature_extractor"]["key"] != keys["d4"]["feature_extractor"]["key"]
+
+
 META = {"channels": 3, "image_size": 28, "dtype": "uint8", "class_names": ["a", "b", "c"]}
 
 

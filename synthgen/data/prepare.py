@@ -18,11 +18,13 @@ from .near_duplicates import format_table, near_duplicate_table
 from .prepared import class_counts, write_prepared
 from .splits import (SPLITS, carve_holdout, privacy_reference_split, rare_cut, split_policy,
                      stratified_patient_split)
+from .symmetries import parse_symmetries
 
 log = logging.getLogger(__name__)
 
-# Keys of the ``data`` config group that belong to the prepare stage, not to the reader.
-_STAGE_KEYS = ("name", "split", "rare")
+# Keys of the ``data`` config group that belong to the prepare stage (or, ``symmetries``, to the stages that
+# augment), not to the reader.
+_STAGE_KEYS = ("name", "split", "rare", "symmetries")
 
 
 def build_reader(data_cfg: DictConfig) -> Any:
@@ -99,6 +101,7 @@ def _rare_class_indices(cohort: Cohort, names: list[str]) -> list[int]:
 def prepare(cfg: DictConfig, out_dir: str | Path | None = None) -> Path:
     """Run the whole prepare stage for a composed config; returns the written folder."""
     out_dir = Path(out_dir or cfg.paths.prepared)
+    parse_symmetries(cfg.data.get("symmetries"))  # a bad declaration fails here, the first stage, not at evaluate
     reader = build_reader(cfg.data)
     cohort: Cohort = reader.read()
     if len(cohort) == 0:

@@ -7,9 +7,13 @@ residual basic blocks, each halving the resolution and doubling the width, globa
 Every arm trains for the same fixed number of optimizer steps (not epochs), so TRTR, TSTR and TR+S
 get exactly the same compute whatever the size of their training pool. Batches are drawn with
 replacement from per-image sampling weights (uniform, or class-balanced oversampling), with light
-augmentation (random flips, integer shifts via one affine ``grid_sample``), AdamW with linear warmup
-and cosine decay, and bf16 autocast (about 2x faster convolutions on this CPU; measured in
-``benchmarks/evaluate_classifier.py``).
+augmentation (integer shifts, plus random elements of the data source's declared symmetry group,
+``data.symmetries``, via one affine ``grid_sample``), AdamW with linear warmup and cosine decay, and
+bf16 autocast (about 2x faster convolutions on this CPU; measured in ``benchmarks/evaluate_classifier.py``).
+
+Flips and rotations are NOT assumed: they change the label of lateralized classes (left/right kidney,
+femur), and a classifier trained with them cannot learn laterality. They come only from the data source's
+``data.symmetries`` (default none, ``synthgen/data/symmetries.py``), passed in as ``Recipe.symmetries``.
 
 Determinism: the seed fixes the weight init, the batch draws and the augmentation parameters.
 """
@@ -25,10 +29,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..data.symmetries import check_shape, parse_symmetries, random_matrices
+from ..errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Recipe:
-    """Classifier architecture + training budget (``evaluate.classifier`` in the config).
+    """Classifier architecture + training budget (``evaluate.classifier`` in the config, plus ``symmetries``).
+
+    The defaults equal ``conf/evaluate/default.yaml`` and ``conf/data/_common.yaml`` (the YAML is the source
+    of defaults; ``tests/test_symmetries.py`` checks that they agree).
 
     Attributes:
         width: channels of the stem and the first block.
@@ -38,8 +48,11 @@ class Recipe:
         lr: peak AdamW learning rate; ``warmup`` is the share of steps with a linear ramp.
         weight_decay: AdamW weight decay.
         label_smoothing: cross-entropy label smoothing.
-        hflip, vflip: random flips; ``shift``: max integer translation in pixels.
+        shift: max integer translation in pixels (random, per image and axis).
         bf16: bf16 autocast for training and prediction (features are always fp32).
+        symmetries: the data source's label-preserving symmetries (``data.symmetries``: names from
+            ``hflip``, ``vflip``, ``rot90``); each training image gets a uniformly random element of the group
+            they generate. ``()`` = none (no flip, no rotation).
     """
 
     width: int = 32
@@ -50,17 +63,26 @@ class Recipe:
     warmup: float = 0.1
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0
-    hflip: bool = True
-    vflip: bool = True
     shift: int = 2
     bf16: bool = True
+    symmetries: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "symmetries", parse_symmetries(self.symmetries))
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], **overrides: Any) -> "Recipe":
-        known = {f for f in cls.__dataclass_fields__}
-        values = {k: v for k, v in dict(cfg).items() if k in known}
+    def from_config(cls, cfg: Mapping[str, Any], symmetries: Any = (), **overrides: Any) -> "Recipe":
+        """The recipe of an ``evaluate.classifier`` mapping with the data source's ``symmetries``
+        (``cfg.data.symmetries``) and keyword ``overrides``."""
+        values = dict(cfg)
+        removed = [k for k in ("hflip", "vflip") if k in values]
+        if removed:
+            raise ConfigError(f"evaluate.classifier.{removed[0]}", "removed: flips change the label of lateralized "
+                              "classes; declare the data source's symmetries in data.symmetries instead")
+        known = {f for f in cls.__dataclass_fields__} - {"symmetries"}
+        values = {k: v for k, v in values.items() if k in known}
         values.update(overrides)
-        return cls(**values)
+        return cls(**values, symmetries=parse_symmetries(symmetries))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,20 +132,22 @@ def build_model(recipe: Recipe, in_channels: int, n_classes: int) -> SmallResNet
 
 
 def _augment(x: torch.Tensor, recipe: Recipe, gen: torch.Generator) -> torch.Tensor:
-    """Random flips and integer shifts of a ``(B, C, H, W)`` batch in one affine resampling."""
+    """Augment a ``(B, C, H, W)`` batch in one exact (nearest-pixel) affine resampling; same shape and range.
+
+    Each image gets a random element of the group of ``recipe.symmetries`` (identity when none are declared:
+    never a flip or rotation then) and a random integer shift of up to ``recipe.shift`` pixels per axis,
+    border pixels reflected.
+    """
     b, _, h, w = x.shape
-    sx = torch.ones(b)
-    sy = torch.ones(b)
-    if recipe.hflip:
-        sx = torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0)
-    if recipe.vflip:
-        sy = torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0)
-    if recipe.shift <= 0 and not (recipe.hflip or recipe.vflip):
+    if recipe.shift <= 0 and not recipe.symmetries:
         return x
+    check_shape(recipe.symmetries, h, w)
+    lin = random_matrices(b, recipe.symmetries, gen)
     dx = torch.randint(-recipe.shift, recipe.shift + 1, (b,), generator=gen).float() * (2.0 / w)
     dy = torch.randint(-recipe.shift, recipe.shift + 1, (b,), generator=gen).float() * (2.0 / h)
     theta = torch.zeros(b, 2, 3)
-    theta[:, 0, 0], theta[:, 1, 1], theta[:, 0, 2], theta[:, 1, 2] = sx, sy, dx, dy
+    theta[:, :, :2] = lin
+    theta[:, 0, 2], theta[:, 1, 2] = dx, dy
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="nearest", padding_mode="reflection", align_corners=False)
 

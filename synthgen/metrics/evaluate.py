@@ -20,6 +20,7 @@ import torch
 from omegaconf import DictConfig
 
 from ..data.prepared import load_meta, load_split
+from ..data.symmetries import parse_symmetries
 from ..errors import ConfigError
 from ..io import write_json
 from .classifier import Recipe
@@ -106,13 +107,15 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     syn_x, syn_y, _info = load_cohort(ecfg.cohort, meta)
     syn = _labeled(syn_x, syn_y)
 
-    recipe = Recipe.from_config(ecfg.classifier)
+    # Flips/rotations only where the data source declares them (data.symmetries; none by default).
+    symmetries = parse_symmetries(cfg.data.get("symmetries") if "data" in cfg else None)
+    recipe = Recipe.from_config(ecfg.classifier, symmetries=symmetries)
     arms = [a for a in ecfg.utility.arms if a != "full_reference" or uncut is not None]
     bad = [a for a in arms if a not in ARMS]
     if bad:
         raise ConfigError("evaluate.utility.arms", f"unknown arm {bad}; known: {list(ARMS)}")
     seeds = [int(s) for s in ecfg.utility.seeds]
-    fe_recipe = Recipe.from_config(ecfg.classifier, steps=int(ecfg.features.steps))
+    fe_recipe = Recipe.from_config(ecfg.classifier, symmetries=symmetries, steps=int(ecfg.features.steps))
 
     from tqdm.auto import tqdm
 
@@ -145,7 +148,7 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
               "synthetic_per_class": {c: int((syn.labels == i).sum()) for i, c in enumerate(names)}},
         "fidelity": fidelity, "diversity": diversity, "utility": utility,
         "feature_extractor": {"key": extractor.key, "dim": extractor.dim},
-        "seeds": len(seeds), "steps": recipe.steps,
+        "seeds": len(seeds), "steps": recipe.steps, "symmetries": list(symmetries),
     }
     if rare:
         metrics["rare"] = {"classes": rare, **rare_gain(summary, rare)}

@@ -7,7 +7,9 @@ layer (global-average-pooled, ``feature_dim`` dims) is the feature space of FD, 
 
 Training takes a minute on CPU, so the weights are cached on disk under
 ``<cache_dir>/feature_extractor-<key>.pt``, where ``key`` hashes the training images and labels, the
-recipe, the seed and a format version: a different split or recipe never reuses a stale extractor.
+recipe (including the data source's declared symmetries, ``Recipe.symmetries`` from ``data.symmetries``,
+which set the training augmentation), the seed and a format version: a different split, recipe or
+symmetry declaration never reuses a stale extractor.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from .classifier import Recipe, SmallResNet, build_model, class_balanced_weights
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+# 2: flips/rotations from data.symmetries (were evaluate.classifier.hflip/vflip, on by default).
+FORMAT_VERSION = 2
 
 
 def cache_key(images: np.ndarray, labels: np.ndarray, n_classes: int, recipe: Recipe, seed: int,
@@ -72,7 +75,8 @@ def load_or_train(stored_images: np.ndarray, labels: np.ndarray, n_classes: int,
         stored_images: ``(N, C, H, W)`` uint8/uint16 training images as prepared (hashed as stored).
         labels: ``(N,)`` int64 labels.
         n_classes: number of classes.
-        recipe: classifier recipe (its ``steps`` is the extractor's budget).
+        recipe: classifier recipe (its ``steps`` is the extractor's budget, its ``symmetries`` the
+            augmentation group).
         seed: training seed.
         balanced: class-balanced sampling while training.
         cache_dir: folder for cached weights; ``None`` disables the cache.

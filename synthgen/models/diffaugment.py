@@ -4,6 +4,11 @@ The same random transform family is applied to real and fake images before the d
 discriminator and the generator step, so the discriminator cannot memorise the few real images while the
 generator still receives gradients through the (differentiable) transforms. Randomness comes from torch's
 global generator, which ``lightning.seed_everything`` seeds.
+
+No policy flips or rotates (checked for issue 13): color, translation and cutout keep left and right where
+they are, so nothing here depends on the data source's ``data.symmetries`` (a flip turns a left organ into a
+right one; on lateralized anatomy the generator would learn mirrored images of a class). A flip or rotation
+policy added here must be gated on ``data.symmetries`` (``synthgen/data/symmetries.py``).
 """
 
 from __future__ import annotations

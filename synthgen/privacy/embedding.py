@@ -5,6 +5,19 @@ independently edited views with the edits a copier would use -- shift, small rot
 resize, gamma, additive noise, blur, re-quantization -- and the encoder learns to match each view to its
 twin against the other ``2B - 2`` images of the batch. Output vectors are L2-normalised; similarity is cosine.
 
+Mirror images and right-angle rotations (decided in issue 13). The data source's ``data.symmetries`` say which
+transforms keep a *class label* (none, for lateralized anatomy); copy detection asks another question, whether
+an image reproduces a training patient's pixels, and a mirrored or rotated training image does. So this encoder
+does not read ``data.symmetries``: copy-ness does not depend on the label's symmetries. Invariance to flips and
+right-angle rotations would be desirable for the same reason, but training it in (a random dihedral transform on
+every view) costs too much, measured on PneumoniaMNIST (``python benchmarks/copy_invariance.py``: 3,882 training
+X-rays, threshold at the 99th percentile of val, 300 planted copies per kind): the embedding rule's recall fell
+from 0.33 to 0.05 on mild edits and from 0.62 to 0.36 on moderate ones, and reached only 0.03 on mirrored copies
+(0.007 before); flips-only training: 0.18 / 0.57 / 0.37. What works is searching the *query's* orbit at audit
+time, the max cosine over its 8 flipped/rotated views with this unchanged encoder: mirrored and rotated copies
+1.00, mild 0.29, moderate 0.60, false flags on unseen patients 0.003 (0.011 with one view). So the training views
+here get no flips, and catching mirrored copies is left to that search in the audit (not implemented yet).
+
 No downloaded weights: the encoder is trained on the training split itself, in a fixed number of steps (a
 bounded CPU budget: ~1-2 min on 2 cores for the defaults), seeded, and cached under ``cache_dir`` by the
 SHA-256 of the training pixels and the config, so every stage and every audit of the same data reuses it.
