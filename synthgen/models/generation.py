@@ -75,7 +75,11 @@ class _PartWriter(BasePredictionWriter):
         else:
             out = {"images": np.zeros((0, 1, 1, 1), np.float32), **{k: np.zeros(0, np.int64)
                                                                     for k in ("labels", "seeds", "index")}}
-        save_npz(self.parts_dir / f"rank{trainer.global_rank}.npz", **out)
+        try:
+            save_npz(self.parts_dir / f"rank{trainer.global_rank}.npz", **out)
+        except BaseException:  # e.g. a full disk: leave no scratch folder behind
+            shutil.rmtree(self.parts_dir, ignore_errors=True)
+            raise
 
 
 def usable_sampling(model: GeneratorModule, sampling: Mapping[str, Any]) -> tuple[dict, dict]:
@@ -178,11 +182,13 @@ def generate(cfg: DictConfig) -> Path | None:
         "synthgen_version": __version__,
     }
     record["config_hash"] = config_hash({"config": record["config"], "checkpoint_sha256": record["checkpoint_sha256"]})
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir(parents=True)
-        save_npz(tmp / "cohort.npz", images=images, labels=plan.labels, seeds=plan.seeds)
-        (tmp / "cohort.json").write_text(dumps_json(record), encoding="utf-8")
-    shutil.rmtree(parts_dir, ignore_errors=True)
+    try:
+        with atomic_path(out_dir) as tmp:
+            tmp.mkdir(parents=True)
+            save_npz(tmp / "cohort.npz", images=images, labels=plan.labels, seeds=plan.seeds)
+            (tmp / "cohort.json").write_text(dumps_json(record), encoding="utf-8")
+    finally:
+        shutil.rmtree(parts_dir, ignore_errors=True)
     real = load_split(cfg.paths.prepared, "train")
     sample_grid(Path(cfg.paths.reports) / "samples.png", model.class_names, real.images, real.labels,
                 dequantize(images), plan.labels, columns=int(gen_cfg.get("grid_columns", 10)),
