@@ -177,9 +177,13 @@ def _composition_error(e: Exception, overrides: Sequence[str], config_dir: Path 
                 return ConfigError(str(cause_key), f"a new entry of {key}: add it with +{cause_key}=...")
         return ConfigError(key, _unknown_key(key, overrides, config_dir, config_name))
     key = getattr(e, "full_key", None) or cause_key
+    named = [o for o in overrides if o and o in text]  # Hydra quotes the override it refuses
     if not key:
-        m = re.search(r"override (\S+?)=", text)
-        key = m.group(1) if m else (_override_key(overrides[0]) if len(overrides) == 1 else "overrides")
+        key = (_override_key(named[0]) if named else
+               _override_key(overrides[0]) if len(overrides) == 1 else "overrides")
+    if text.startswith("Ambiguous value"):
+        return ConfigError(str(key), f"{_first_line(e)}: a comma asks for a sweep; quote the value "
+                                     f"(key='a,b') or use a list (key=[a,b])")
     msg = getattr(e, "msg", None) or text
     if str(msg).startswith("Error merging override") and e.__cause__ is not None:
         msg = getattr(e.__cause__, "msg", None) or str(e.__cause__)

@@ -24,6 +24,7 @@ PATH = Str(nonempty=True, what="a path")
 LR = Num(gt=0, note=" (a learning rate)")
 BETAS = ListOf(Num(ge=0, lt=1), length=2)
 COSINE = Num(ge=-1, le=1, null="no floor")
+LIGHTNING = "Lightning's default"
 #: Lightning's ``precision`` values (lightning.fabric.connector._PRECISION_INPUT).
 PRECISIONS = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "transformer-engine",
               "transformer-engine-float16", "64", "32", "16", "bf16")
@@ -111,14 +112,15 @@ RULES: dict[str, Rule] = {
                                 what="a Lightning precision: " + ", ".join(PRECISIONS[:6]) + ", ..."),
     "trainer.max_time": Str(pattern=r"\d+:\d+:\d+:\d+", what="a duration 'DD:HH:MM:SS' (quoted in YAML)",
                             null="no time limit"),
-    "trainer.max_epochs": Int(ge=-1, note=" (-1 = no limit)"),
+    "trainer.max_epochs": Int(ge=-1, note=" (-1 = no limit)", null=LIGHTNING),
     "trainer.max_steps": Int(ge=-1, note=" (-1 = no limit)"),
-    "trainer.log_every_n_steps": POS,
-    "trainer.check_val_every_n_epoch": Int(ge=1, null="Lightning's rule"),
-    "trainer.limit_val_batches": AnyOf(Int(ge=0, note=" (batches)"), Num(ge=0, le=1, note=" (a share)")),
-    "trainer.num_sanity_val_steps": Int(ge=-1),
-    "trainer.enable_model_summary": Bool(),
-    "trainer.enable_progress_bar": Bool(),
+    "trainer.log_every_n_steps": Int(ge=1, null=LIGHTNING),
+    "trainer.check_val_every_n_epoch": Int(ge=1, null=LIGHTNING),
+    "trainer.limit_val_batches": AnyOf(Int(ge=0, note=" (batches)"), Num(ge=0, le=1, note=" (a share)"),
+                                       null=LIGHTNING),
+    "trainer.num_sanity_val_steps": Int(ge=-1, null=LIGHTNING),
+    "trainer.enable_model_summary": Bool(null=LIGHTNING),
+    "trainer.enable_progress_bar": Bool(null=LIGHTNING),
     # --------------------------------------------------------------------------------------- train
     "train.checkpoint_every_s": Num(gt=0, null="no time rule", note=" (seconds)"),
     "train.checkpoint_every_n_batches": Int(ge=1, null="the time rule"),

@@ -78,7 +78,7 @@ def _remove(p: Path, quiet: bool = False) -> None:
     """Remove a file, link or folder if present (``quiet``: never raise, e.g. while handling an error)."""
     try:
         if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=quiet)
+            shutil.rmtree(p, ignore_errors=True)
         elif p.exists() or p.is_symlink():
             p.unlink()
     except OSError:

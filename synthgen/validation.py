@@ -295,9 +295,13 @@ def check_tree(value: Any, ref: Any, key: str, rules: Mapping[str, Rule], errors
 
 
 def raise_first(errors: Sequence[tuple[str, str]]) -> None:
-    """Raise the first problem as a one-line :class:`ConfigError` (saying how many more there are)."""
+    """Raise the first problem as a one-line :class:`ConfigError` (saying how many more there are).
+
+    The shallowest key goes first: a bad ``seed`` also breaks every ``${seed}`` below it, and the key
+    the user set is the one to name.
+    """
     if errors:
-        key, problem = errors[0]
+        key, problem = sorted(errors, key=lambda e: e[0].count("."))[0]
         more = f" (and {len(errors) - 1} more config problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
         raise ConfigError(key, problem + more)
 

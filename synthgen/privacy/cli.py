@@ -64,13 +64,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run the audit for parsed ``args``; returns the exit status."""
-    from .audit import run_audit
-    from .inputs import read_image_set
-    from .report import build_report, nearest_pairs_png, write_report
-
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        cfg = default_privacy_config(args.overrides)
+        cfg = default_privacy_config(args.overrides)  # before the heavy imports: a config typo fails fast
+        from .audit import run_audit
+        from .inputs import read_image_set
+        from .report import build_report, nearest_pairs_png, write_report
+
         train = read_image_set(args.train, "train")
         holdout = read_image_set(args.holdout, "holdout")
         synthetic = read_image_set(args.synthetic, "synthetic")
