@@ -9,11 +9,12 @@ import sys
 
 from synthgen.cli import run_stage
 from synthgen.config import load_config
-from synthgen.metrics.evaluate import run
 
 
 def main(overrides):
-    cfg = load_config(overrides)
+    cfg = load_config(overrides)  # validated before the heavy imports: a bad config fails fast
+    from synthgen.metrics.evaluate import run
+
     out = run(cfg)
     print(f"wrote {out}")
 

@@ -8,11 +8,12 @@ import sys
 
 from synthgen.cli import run_stage
 from synthgen.config import load_config
-from synthgen.export import export
 
 
 def main(overrides):
-    cfg = load_config(overrides)
+    cfg = load_config(overrides)  # validated before the heavy imports: a bad config fails fast
+    from synthgen.export import export
+
     out = export(cfg)
     print(f"wrote {out}")
 

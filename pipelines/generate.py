@@ -9,11 +9,12 @@ import sys
 
 from synthgen.cli import run_stage
 from synthgen.config import load_config
-from synthgen.models.generation import generate
 
 
 def main(overrides):
-    cfg = load_config(overrides)
+    cfg = load_config(overrides)  # validated before the heavy imports: a bad config fails fast
+    from synthgen.models.generation import generate
+
     out = generate(cfg)
     if out is not None:
         print(f"wrote {out}")

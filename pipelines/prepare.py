@@ -8,11 +8,12 @@ import sys
 
 from synthgen.cli import run_stage
 from synthgen.config import load_config
-from synthgen.data.prepare import prepare
 
 
 def main(overrides):
-    cfg = load_config(overrides)
+    cfg = load_config(overrides)  # validated before the heavy imports: a bad config fails fast
+    from synthgen.data.prepare import prepare
+
     out = prepare(cfg)
     print(f"wrote {out}")
 

@@ -9,11 +9,12 @@ import sys
 
 from synthgen.cli import run_stage
 from synthgen.config import load_config
-from synthgen.models.training import train
 
 
 def main(overrides):
-    cfg = load_config(overrides)
+    cfg = load_config(overrides)  # validated before the heavy imports: a bad config fails fast
+    from synthgen.models.training import train
+
     metrics = train(cfg)
     print(f"trained {metrics['model']}: global step {metrics['global_step']}, "
           f"{metrics['train_images_per_s']} images/s")

@@ -7,7 +7,7 @@ import logging
 import sys
 from typing import Callable, Sequence
 
-from .errors import InputError
+from .errors import InputError, WriteError, is_disk_error
 
 
 def run_stage(main: Callable[[Sequence[str]], object], argv: Sequence[str] | None = None) -> int:
@@ -17,9 +17,19 @@ def run_stage(main: Callable[[Sequence[str]], object], argv: Sequence[str] | Non
     try:
         main(argv)
     except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a write outside synthgen.io.atomic_path refused by the file system
+        if not is_disk_error(e):
+            raise
+        print(f"error: {WriteError(e.filename, e, cleaned=False)}", file=sys.stderr)
         return 2
     return 0
+
+
+def one_line(e: BaseException) -> str:
+    """``str(e)`` on one line (a message quoting a multi-line value must not break the one-line rule)."""
+    return " ".join(str(e).split("\n")).strip()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 
 
@@ -24,3 +25,28 @@ class ConfigError(InputError):
     def __init__(self, key: str, problem: str):
         super().__init__(None, f"config {key}: {problem}")
         self.key = key
+
+
+#: errno values that mean "the file system refused the write", not a bug: disk full, quota, read-only.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+def is_disk_error(e: BaseException) -> bool:
+    """Whether ``e`` is an :class:`OSError` of :data:`DISK_ERRNOS` (disk full, quota exceeded, read-only)."""
+    return isinstance(e, OSError) and e.errno in DISK_ERRNOS
+
+
+class WriteError(InputError):
+    """A write the file system refused (disk full, quota exceeded, read-only): names the output and why.
+
+    Raised by :func:`synthgen.io.atomic_path` after it removed its temporary, so nothing partial is left.
+    """
+
+    def __init__(self, path: str | os.PathLike | None, err: OSError, cleaned: bool = True):
+        self.errno = err.errno
+        name = errno.errorcode.get(err.errno, str(err.errno))
+        reason = os.strerror(err.errno).lower() if err.errno else str(err)
+        left = "nothing partial left; " if cleaned else ""
+        super().__init__(path if path is not None else "(unknown file)",
+                         f"cannot write: {reason} [{name}]; {left}free space or write the output elsewhere")
+        self.err = err

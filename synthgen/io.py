@@ -18,6 +18,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .errors import WriteError, is_disk_error
+
 # A fixed timestamp for zip members: np.savez stamps the current time, which changes the bytes.
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -31,11 +33,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; rename it onto ``path`` only if the block succeeds.
 
     Works for files and folders. On error the temporary is removed and ``path`` keeps its old content.
+    A write the file system refuses (disk full, quota, read-only: :data:`synthgen.errors.DISK_ERRNOS`)
+    becomes a one-line :class:`synthgen.errors.WriteError` naming ``path`` (a nested ``atomic_path``
+    inside the temporary names its file under ``path``, not under the temporary).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_sibling(path)
-    _remove(tmp)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove(tmp)
+    except OSError as e:
+        if is_disk_error(e):
+            raise WriteError(path, e) from None
+        raise
     try:
         yield tmp
         if tmp.is_dir() and path.exists():
@@ -43,20 +53,37 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             _remove(old)
             os.replace(path, old)
-            os.replace(tmp, path)
-            _remove(old)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.replace(old, path)  # put the previous content back
+                raise
+            _remove(old, quiet=True)
         else:
             os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
+    except WriteError as e:
+        _remove(tmp, quiet=True)
+        inner = Path(e.path)
+        if inner == tmp or tmp in inner.parents:  # written inside our temporary: name the real place
+            raise WriteError(path / inner.relative_to(tmp), e.err) from None
+        raise
+    except BaseException as e:
+        _remove(tmp, quiet=True)
+        if is_disk_error(e):
+            raise WriteError(path, e) from None
         raise
 
 
-def _remove(p: Path) -> None:
-    if p.is_dir() and not p.is_symlink():
-        shutil.rmtree(p, ignore_errors=True)
-    elif p.exists() or p.is_symlink():
-        p.unlink()
+def _remove(p: Path, quiet: bool = False) -> None:
+    """Remove a file, link or folder if present (``quiet``: never raise, e.g. while handling an error)."""
+    try:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+    except OSError:
+        if not quiet:
+            raise
 
 
 def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:

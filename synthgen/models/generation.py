@@ -103,7 +103,11 @@ class _PartWriter(BasePredictionWriter):
         else:
             out = {"images": np.zeros((0, 1, 1, 1), np.float32), **{k: np.zeros(0, np.int64)
                                                                     for k in ("labels", "seeds", "index")}}
-        save_npz(self.parts_dir / f"rank{trainer.global_rank}.npz", **out)
+        try:
+            save_npz(self.parts_dir / f"rank{trainer.global_rank}.npz", **out)
+        except BaseException:  # e.g. a full disk: leave no scratch folder behind
+            shutil.rmtree(self.parts_dir, ignore_errors=True)
+            raise
 
 
 def usable_sampling(model: GeneratorModule, sampling: Mapping[str, Any]) -> tuple[dict, dict]:

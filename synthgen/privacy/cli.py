@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
+from ..validation import validate_tree
 
 EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -32,12 +33,18 @@ def default_privacy_config(overrides: Sequence[str] = ()) -> dict:
     if not path.exists():
         raise InputError(path, "privacy config not found")
     base = OmegaConf.create({"seed": 0, "privacy": OmegaConf.load(path)})
-    try:
-        over = OmegaConf.from_dotlist([f"privacy.{o}" for o in overrides])
-    except Exception as e:  # omegaconf grammar errors
-        raise InputError(None, f"bad override {list(overrides)}: {e}") from None
-    cfg = OmegaConf.merge(base, over)
-    return OmegaConf.to_container(cfg, resolve=True)["privacy"]
+    cfg = base
+    for o in overrides:  # one at a time, so that a bad one is named
+        key = f"privacy.{o.split('=', 1)[0].strip()}"
+        try:
+            if "=" not in o:
+                raise ValueError("expected key=value")
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"privacy.{o}"]))
+        except Exception as e:  # omegaconf grammar errors
+            raise ConfigError(key, f"bad override {o!r}: {str(e).strip().splitlines()[0]}") from None
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    validate_tree(plain, OmegaConf.to_container(base, resolve=True))  # types, ranges, unknown keys
+    return plain["privacy"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -57,24 +64,24 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run the audit for parsed ``args``; returns the exit status."""
-    from .audit import run_audit
-    from .inputs import read_image_set
-    from .report import build_report, nearest_pairs_png, write_report
-
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        cfg = default_privacy_config(args.overrides)
+        cfg = default_privacy_config(args.overrides)  # before the heavy imports: a config typo fails fast
+        from .audit import run_audit
+        from .inputs import read_image_set
+        from .report import build_report, nearest_pairs_png, write_report
+
         train = read_image_set(args.train, "train")
         holdout = read_image_set(args.holdout, "holdout")
         synthetic = read_image_set(args.synthetic, "synthetic")
         result = run_audit(train, holdout, synthetic, cfg, cache_dir=args.cache_dir)
+        report = build_report(result, train, holdout, synthetic)
+        write_report(args.out, report)  # atomic: a full disk is a one-line InputError
+        if args.png:
+            nearest_pairs_png(args.png, result, train, synthetic, int(cfg.get("report", {}).get("top_pairs", 16)))
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    report = build_report(result, train, holdout, synthetic)
-    write_report(args.out, report)
-    if args.png:
-        nearest_pairs_png(args.png, result, train, synthetic, int(cfg.get("report", {}).get("top_pairs", 16)))
     verdict = "PASSED" if result.passed else f"FAILED gates {report['failed_gates']}"
     print(f"privacy audit {verdict}: {report['cohort']['n_flagged']} of {len(synthetic)} samples flagged; "
           f"report {Path(args.out)}")

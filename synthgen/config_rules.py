@@ -1,0 +1,241 @@
+"""What the YAML defaults in ``conf/`` cannot say about a key: null defaults, ranges, choices, formats.
+
+``RULES`` maps a dotted key (``*`` matches any part, first match wins after the exact keys) to a rule of
+:mod:`synthgen.validation`; a rule replaces the type inferred from the key's YAML default. Every key whose
+default is null needs an entry (``tests/test_validation.py`` checks this, and that every default passes its
+rule). Keep the choices here in step with the code that reads them (the tests compare them too).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from .validation import AnyOf, Bool, Int, ListOf, MapOf, Num, Open, Rule, Str
+
+TARGET = Str(pattern=r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+", what="a dotted import path (package.module.Class)")
+SEED = Int(ge=0, lt=2**32, note=" (a seed)")
+POS = Int(ge=1)
+NONNEG = Int(ge=0)
+THREADS = Int(ge=1, null="torch's default")
+FRACTION = Num(ge=0, lt=1)          # shares of a whole that must leave something: [0, 1)
+PROB = Num(ge=0, le=1)
+ALPHA = Num(gt=0, lt=1)
+PATH = Str(nonempty=True, what="a path")
+LR = Num(gt=0, note=" (a learning rate)")
+BETAS = ListOf(Num(ge=0, lt=1), length=2)
+COSINE = Num(ge=-1, le=1, null="no floor")
+LIGHTNING = "Lightning's default"
+#: Lightning's ``precision`` values (lightning.fabric.connector._PRECISION_INPUT).
+PRECISIONS = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "transformer-engine",
+              "transformer-engine-float16", "64", "32", "16", "bf16")
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
+DEVICES = AnyOf(Int(ge=1), Int(choices=(-1,), note=" (all)"), Str(pattern=r"auto|-1|\d+(,\s*\d+)*,?", what="'auto'"),
+                ListOf(Int(ge=0), min_len=1), what="an integer >= 1, -1 (all), 'auto' or a list of device indices")
+#: ``synthgen.sampling.SAMPLERS``, ``synthgen.sampling.schedule.PREDICTION_TYPES``,
+#: ``synthgen.metrics.utility.ARMS``, ``synthgen.export.stage.FORMATS``, ``synthgen.models.diffaugment.POLICIES``.
+SAMPLERS = ("ddpm", "ddim", "dpmpp")
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+ARMS = ("trtr", "trtr_balanced", "tstr", "trs", "trs_balanced", "full_reference")
+FORMATS = ("webdataset", "dicom", "nifti")
+DIFFAUGMENT = ("color", "translation", "cutout")
+_FMT = "|".join(FORMATS)
+_AUG = "|".join(DIFFAUGMENT)
+
+RULES: dict[str, Rule] = {
+    "seed": SEED,
+    "paths.*": PATH,
+    # ---------------------------------------------------------------------------------------- data
+    "data._target_": TARGET,
+    "data.name": Str(nonempty=True),
+    "data.image_size": Int(ge=1, null="the source's size", note=" (pixels)"),
+    "data.classes": ListOf(Str(nonempty=True), min_len=1, unique=True, null="from the source"),
+    "data.split.val": FRACTION,
+    "data.split.test": FRACTION,
+    "data.split.holdout": FRACTION,
+    "data.split.holdout_from_test": FRACTION,
+    "data.split.seed": SEED,
+    "data.rare.classes": ListOf(Str(nonempty=True), unique=True),
+    "data.rare.keep": Int(ge=0, null="no cut", note=" (training images kept per rare class)"),
+    "data.rare.seed": SEED,
+    "data.path": PATH,
+    "data.root": PATH,
+    "data.labels": PATH,
+    "data.flavour": Str(nonempty=True, null="from the file name"),
+    "data.window": ListOf(Num(), length=2, null="automatic"),
+    "data.workers": Int(ge=1, null="automatic", note=" (decoding threads)"),
+    "data.multiframe": Str(choices=("split", "reject")),
+    "data.slice_axis": Int(choices=(0, 1, 2, -1)),
+    "data.prevalence": MapOf(PROB, what="class name"),
+    "data.patients": POS,
+    "data.images_per_patient": POS,
+    "data.source_size": Int(ge=8, note=" (pixels)"),
+    "data.seed": SEED,
+    # --------------------------------------------------------------------------------------- model
+    "model._target_": TARGET,
+    "model.name": Str(nonempty=True),
+    "model.batch_size": POS,
+    "model.seed": SEED,
+    "model.ema_decay": PROB,
+    "model.autocast": Bool(),
+    "model.channels": ListOf(POS, min_len=1),
+    "model.blocks_per_level": POS,
+    "model.emb_dim": Int(ge=1, null="4 x channels[0]"),
+    "model.dropout": FRACTION,
+    "model.prediction_type": Str(choices=PREDICTION_TYPES),
+    "model.num_timesteps": Int(ge=2),
+    "model.label_dropout": FRACTION,
+    "model.lr": LR,
+    "model.weight_decay": Num(ge=0),
+    "model.warmup_steps": NONNEG,
+    "model.adam_betas": BETAS,
+    "model.max_batch": POS,
+    "model.z_dim": POS,
+    "model.g_width": POS,
+    "model.d_width": POS,
+    "model.embed_dim": POS,
+    "model.lr_g": LR,
+    "model.lr_d": LR,
+    "model.betas": BETAS,
+    "model.diffaugment": Str(pattern=rf"(\s*({_AUG})\s*(,\s*({_AUG})\s*)*)?",
+                             what="comma-separated names from " + ", ".join(DIFFAUGMENT) + " (or '')"),
+    "model.standing_stats_batches": NONNEG,
+    "model.diversity_weight": Num(ge=0),
+    "model.mbstd_group": NONNEG,
+    "model.hierarchical_z": Bool(),
+    # ------------------------------------------------------------------------------------- trainer
+    "trainer._target_": TARGET,
+    "trainer.accelerator": Str(choices=ACCELERATORS),
+    "trainer.devices": DEVICES,
+    "trainer.num_nodes": POS,
+    "trainer.strategy": Str(nonempty=True),
+    "trainer.precision": AnyOf(Str(choices=PRECISIONS), Int(choices=(64, 32, 16)),
+                                what="a Lightning precision: " + ", ".join(PRECISIONS[:6]) + ", ..."),
+    "trainer.max_time": Str(pattern=r"\d+:\d+:\d+:\d+", what="a duration 'DD:HH:MM:SS' (quoted in YAML)",
+                            null="no time limit"),
+    "trainer.max_epochs": Int(ge=-1, note=" (-1 = no limit)", null=LIGHTNING),
+    "trainer.max_steps": Int(ge=-1, note=" (-1 = no limit)"),
+    "trainer.log_every_n_steps": Int(ge=1, null=LIGHTNING),
+    "trainer.check_val_every_n_epoch": Int(ge=1, null=LIGHTNING),
+    "trainer.limit_val_batches": AnyOf(Int(ge=0, note=" (batches)"), Num(ge=0, le=1, note=" (a share)"),
+                                       null=LIGHTNING),
+    "trainer.num_sanity_val_steps": Int(ge=-1, null=LIGHTNING),
+    "trainer.enable_model_summary": Bool(null=LIGHTNING),
+    "trainer.enable_progress_bar": Bool(null=LIGHTNING),
+    # --------------------------------------------------------------------------------------- train
+    "train.checkpoint_every_s": Num(gt=0, null="no time rule", note=" (seconds)"),
+    "train.checkpoint_every_n_batches": Int(ge=1, null="the time rule"),
+    "train.num_threads": THREADS,
+    "train.num_workers": NONNEG,
+    # ------------------------------------------------------------------------------------ generate
+    "generate.checkpoint": Str(nonempty=True, null="<paths.models>/generator.ckpt", what="a .ckpt path"),
+    "generate.per_class": Int(ge=0, lt=2**24, null="balance_to or counts decide"),
+    "generate.counts": MapOf(Int(ge=0, lt=2**24), what="class name"),
+    "generate.balance_to": Int(ge=0, lt=2**24, null="per_class decides"),
+    "generate.seed": Int(ge=0, lt=4096, note=" (12 bits of every sample seed; it follows the top-level seed)"),
+    "generate.batch_size": POS,
+    "generate.accelerator": Str(choices=ACCELERATORS),
+    "generate.devices": DEVICES,
+    "generate.sampling": Open(None, "keyword arguments of the model's generate()"),
+    "generate.sampling.sampler": Str(choices=SAMPLERS),
+    "generate.sampling.steps": POS,
+    "generate.sampling.guidance": Num(ge=0),
+    "generate.sampling.truncation": Num(gt=0, null="none"),
+    "generate.grid_columns": POS,
+    "generate.grid_rows": POS,
+    # ------------------------------------------------------------------------------------ evaluate
+    "evaluate.cohort": PATH,
+    "evaluate.prepared": PATH,
+    "evaluate.output": PATH,
+    "evaluate.reports": PATH,
+    "evaluate.cache_dir": Str(nonempty=True, null="no cache"),
+    "evaluate.threads": THREADS,
+    "evaluate.rare_classes": ListOf(Str(nonempty=True), unique=True),
+    "evaluate.classifier.width": POS,
+    "evaluate.classifier.stages": POS,
+    "evaluate.classifier.steps": POS,
+    "evaluate.classifier.batch_size": POS,
+    "evaluate.classifier.lr": LR,
+    "evaluate.classifier.warmup": FRACTION,
+    "evaluate.classifier.weight_decay": Num(ge=0),
+    "evaluate.classifier.label_smoothing": FRACTION,
+    "evaluate.classifier.shift": NONNEG,
+    "evaluate.features.steps": POS,
+    "evaluate.utility.arms": ListOf(Str(choices=ARMS), min_len=1, unique=True),
+    "evaluate.utility.seeds": ListOf(SEED, min_len=1, unique=True),
+    "evaluate.utility.synthetic_share": PROB,
+    "evaluate.fidelity.max_samples": Int(ge=2),
+    "evaluate.fidelity.k": POS,
+    "evaluate.fidelity.kid_subsets": POS,
+    "evaluate.fidelity.kid_subset_size": Int(ge=2),
+    "evaluate.diversity.pairs_per_class": POS,
+    "evaluate.diversity.kernel_size": POS,
+    "evaluate.diversity.sigma": Num(gt=0),
+    "evaluate.*.seed": SEED,
+    # ------------------------------------------------------------------------------------- privacy
+    "privacy.seed": SEED,
+    "privacy.threads": THREADS,
+    "privacy.quantize_dtype": Str(choices=("uint8", "uint16"), null="the training data's dtype"),
+    "privacy.knn.backend": Str(choices=("auto", "torch", "faiss")),
+    "privacy.knn.device": Str(pattern=r"cpu|cuda(:\d+)?|mps", what="'cpu', 'cuda', 'cuda:N' or 'mps'"),
+    "privacy.knn.chunk_mb": Num(gt=0),
+    "privacy.pixel.lowres_factor": POS,
+    "privacy.pixel.candidates": POS,
+    "privacy.pixel.max_shift": NONNEG,
+    "privacy.pixel.rotations": ListOf(Num(gt=-180, lt=180, note=" (degrees)")),
+    "privacy.pixel.scales": ListOf(Num(gt=0)),
+    "privacy.pixel.ssim_top": POS,
+    "privacy.pixel.batch": POS,
+    "privacy.pixel.prefilter_quantile": PROB,
+    "privacy.embedding.dim": POS,
+    "privacy.embedding.width": POS,
+    "privacy.embedding.steps": POS,
+    "privacy.embedding.batch_size": Int(ge=2),
+    "privacy.embedding.lr": LR,
+    "privacy.embedding.temperature": Num(gt=0),
+    "privacy.embedding.cache_dir": Str(nonempty=True, null="no cache"),
+    "privacy.ratio.k": Int(ge=2),
+    "privacy.calibration.quantile": Num(gt=0, le=1),
+    "privacy.calibration.min_class_count": POS,
+    "privacy.calibration.floors.pearson": COSINE,
+    "privacy.calibration.floors.ssim": COSINE,
+    "privacy.calibration.floors.embedding": COSINE,
+    "privacy.calibration.ratio_ceiling": Num(gt=0, le=1),
+    "privacy.gates.max_exact_copies": NONNEG,
+    "privacy.gates.max_flagged_share": PROB,
+    "privacy.gates.dcr_max_share": PROB,
+    "privacy.gates.dcr_alpha": ALPHA,
+    "privacy.gates.mia_max_auc": PROB,
+    "privacy.gates.mia_max_tpr_at_1pct_fpr": PROB,
+    "privacy.gates.mia_alpha": ALPHA,
+    "privacy.gates.mia_max_samples": Int(ge=2),
+    "privacy.report.top_pairs": NONNEG,
+    "privacy.mia_loss.timesteps": ListOf(NONNEG, min_len=1),
+    "privacy.mia_loss.max_samples": Int(ge=2),
+    "privacy.mia_loss.batch": POS,
+    # -------------------------------------------------------------------------------------- export
+    "export.name": Str(pattern=r"[A-Za-z0-9_-]+", what="a name of [A-Za-z0-9_-]+"),
+    "export.format": AnyOf(Str(pattern=rf"({_FMT})(\+({_FMT}))*"), ListOf(Str(choices=FORMATS), min_len=1),
+                           what="webdataset, dicom or nifti, or several as 'a+b' or a list"),
+    "export.shard_size.samples": POS,
+    "export.shard_size.bytes": Num(gt=0, null="no limit", note=" (bytes)"),
+    "export.seed": SEED,
+    "export.png_level": Int(ge=0, le=9, note=" (deflate level; ISA-L uses 0-3)"),
+    "export.license": Str(nonempty=True),
+}
+
+#: Config groups that also take keys their YAML does not list, when the group's ``_target_`` accepts them
+#: as keyword arguments (e.g. ``+trainer.gradient_clip_val=1.0`` for Lightning's Trainer).
+EXTENSIBLE = ("trainer",)
+
+
+def cross_checks(cfg: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Problems that involve several keys (run once every key has the right type and range)."""
+    errors = []
+    split = (cfg.get("data") or {}).get("split") or {}
+    shares = [split.get(k) for k in ("val", "test", "holdout")]
+    if all(isinstance(s, (int, float)) for s in shares) and sum(shares) >= 1:
+        errors.append(("data.split", f"val + test + holdout = {sum(shares):g} must be < 1 (train takes the rest)"))
+    gen = cfg.get("generate") or {}
+    if gen.get("per_class") is not None and gen.get("balance_to") is not None and not gen.get("counts"):
+        errors.append(("generate.per_class", "set either per_class or balance_to, not both (the other null)"))
+    return errors
