@@ -208,7 +208,7 @@ def check_disjoint_patients(a: ImageSet, b: ImageSet, what: str) -> None:
     common = np.intersect1d(np.asarray(a.patient_ids), np.asarray(b.patient_ids))
     if len(common):
         raise InputError(a.source, f"shares {len(common)} patient ids with the {what} {b.source} "
-                                   f"(e.g. {common[0]!r}); they must hold different patients")
+                                   f"(e.g. {str(common[0])!r}); they must hold different patients")
 
 
 def check_compatible(sets: Sequence[ImageSet]) -> None:
