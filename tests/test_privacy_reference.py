@@ -12,48 +12,31 @@ import json
 import numpy as np
 import pytest
 
+from benchmarks.privacy_reference import (FAST, image_set, memorizing_cohort, planted_cohort,
+                                          shifted_split)
 from conftest import make_medmnist_npz
 from synthgen.cli import main as synthgen_main
 from synthgen.privacy.audit import run_audit
 from synthgen.privacy.cli import default_privacy_config
-from synthgen.privacy.exact import image_hashes, quantize01
 from synthgen.privacy.inputs import ImageSet, read_image_set, split_holdout
-from synthgen.privacy.plant import memorized_samples, memorizing_generator, plant_copies
 
-FAST = ["embedding.steps=30", "embedding.batch_size=64", "pixel.prefilter_quantile=0"]
-N_TRAIN, N_HOLD, N_REF, N_CLEAN = 1200, 1000, 500, 500
-
-
-def _set(x, y, name):
-    return ImageSet(np.ascontiguousarray(x, np.float32), np.asarray(y, np.int64),
-                    np.array([f"{name}{i}" for i in range(len(x))]), "uint8", name)
-
-
-def _requant(x):
-    return (np.rint(np.clip(x, 0, 1) * 255) / 255).astype(np.float32)
+_set = image_set
 
 
 @pytest.fixture(scope="module")
 def shifted(tmp_path_factory):
-    """(train, shifted holdout, reference, clean cohort, encoder cache) from PneumoniaMNIST's train split,
-    images with an exact duplicate inside the split left out (native duplicates would sit on both sides)."""
+    """train 1,200 / shifted holdout 1,000 / reference 500 / clean 500 real PneumoniaMNIST images
+    (:func:`benchmarks.privacy_reference.shifted_split`, gamma 1.3), and an encoder cache for the module."""
     from conftest import shared_npz
 
-    z = np.load(shared_npz("pneumoniamnist_imbalanced.npz"))
-    x = z["train_images"][:, None].astype(np.float32) / 255
-    y = z["train_labels"][:, 0].astype(np.int64)
-    _, inv, cnt = np.unique(image_hashes(quantize01(x)), return_inverse=True, return_counts=True)
-    p = np.random.default_rng(0).permutation(np.flatnonzero(cnt[inv] == 1))
-    cut = np.cumsum([N_TRAIN, N_HOLD, N_REF, N_CLEAN])
-    t, h, r, c = np.split(p, cut)[:4]
-    sets = (_set(x[t], y[t], "t"), _set(_requant(x[h] ** 1.3), y[h], "h"), _set(x[r], y[r], "r"),
-            _set(x[c], y[c], "c"))
-    return (*sets, str(tmp_path_factory.mktemp("enc")))
+    s = shifted_split(shared_npz("pneumoniamnist_imbalanced.npz"), gamma=1.3)
+    return s, str(tmp_path_factory.mktemp("enc"))
 
 
-def _audit(shifted, syn):
-    train, hold, ref, _, cache = shifted
-    return run_audit(train, hold, syn, default_privacy_config(FAST), cache_dir=cache, reference=ref)
+def _audit(shifted, syn, reference="given"):
+    s, cache = shifted
+    ref = s["reference"] if reference == "given" else None
+    return run_audit(s["train"], s["holdout"], syn, default_privacy_config(FAST), cache_dir=cache, reference=ref)
 
 
 def _failed(res):
@@ -61,14 +44,14 @@ def _failed(res):
 
 
 def test_clean_cohort_passes_where_the_constant_null_failed(shifted):
-    res = _audit(shifted, shifted[3])
+    res = _audit(shifted, shifted[0]["clean"])
     d = res.stats["dcr"]
     assert res.passed, _failed(res)
     # the former rule (fail if share > 0.55 with binomial p < 0.05 against 0.5) fails real unseen data:
     assert d["share_syn"] > 0.55 and d["p_value_vs_half"] < 1e-4
     assert d["share_ref"] > 0.55 and d["ref_p_value_vs_half"] < 1e-4          # ... the reference too
     assert abs(d["difference"]) < 0.1 and d["p_value"] > 0.2
-    assert res.gates["dcr"]["share_ref"] == d["share_ref"] and res.gates["dcr"]["limit"] == 0.05
+    assert res.gates["dcr"]["share_ref_matched"] == d["share_ref_matched"] and res.gates["dcr"]["limit"] == 0.05
     # in-distribution non-members: membership AUC at chance, and the real-data control agrees
     assert abs(res.stats["mia"]["auc"] - 0.5) < 0.06 and abs(res.stats["mia_control"]["auc"] - 0.5) < 0.06
     assert res.stats["mia"]["n_members"] == res.stats["mia"]["n_nonmembers"] >= 400
@@ -76,22 +59,17 @@ def test_clean_cohort_passes_where_the_constant_null_failed(shifted):
 
 
 def test_planted_copies_fail(shifted):
-    train, _, _, clean, _ = shifted
-    idx = np.sort(np.random.default_rng(1).choice(len(train), 26, replace=False))   # 26 / 526 ~ 5%
-    planted = np.concatenate([plant_copies(train.images, idx[:13], "exact", 1)[0],
-                              plant_copies(train.images, idx[13:], "mild", 2)[0]])
-    syn = _set(np.concatenate([clean.images, planted]), np.r_[clean.labels, train.labels[idx]], "p")
+    s = shifted[0]
+    syn = planted_cohort(s["train"], s["clean"], n=26)                         # 26 / 526 ~ 5%
     res = _audit(shifted, syn)
     assert not res.passed and "flagged_share" in _failed(res)
-    assert res.flags[len(clean):].sum() >= 24 and res.stats["flagged_share"] > 0.04
+    assert res.flags[len(s["clean"]):].sum() >= 24 and res.stats["flagged_share"] > 0.04
 
 
 def test_overtrained_generator_fails_on_dcr(shifted, one_thread):
-    train = shifted[0]
-    # a conditional autoencoder overfit on 200 training images (MSE ~0.003): its samples are blurred,
-    # noisy-latent reconstructions, mostly not flagged one by one
-    model, mse = memorizing_generator(train.images[:200], train.labels[:200], epochs=40, seed=0)
-    syn = _set(memorized_samples(model, train.images[:200], train.labels[:200], 0.3, 5), train.labels[:200], "m")
+    # a conditional autoencoder overfit on 200 training images: its samples are blurred, noisy-latent
+    # reconstructions, mostly not flagged one by one
+    syn, mse = memorizing_cohort(shifted[0]["train"], n=200, epochs=40)
     res = _audit(shifted, syn)
     d = res.stats["dcr"]
     assert mse < 0.01 and not res.passed and "dcr" in _failed(res), _failed(res)
