@@ -56,6 +56,15 @@ def test_clean_cohort_passes_where_the_constant_null_failed(shifted):
     assert abs(res.stats["mia"]["auc"] - 0.5) < 0.06 and abs(res.stats["mia_control"]["auc"] - 0.5) < 0.06
     assert res.stats["mia"]["n_members"] == res.stats["mia"]["n_nonmembers"] >= 400
     assert res.stats["reference"]["origin"] == "given" and res.stats["flagged_share"] < 0.015
+    assert res.stats["mia_control"]["null_met"]
+
+
+def test_shifted_holdout_halves_as_reference_are_stricter_and_say_so(shifted):
+    # without a reference, half of the shifted holdout is the null: the clean cohort fails (never loosens),
+    # and the control reports that the reference does not behave like unseen training-distribution data
+    res = _audit(shifted, shifted[0]["clean"], reference=None)
+    assert res.stats["reference"]["origin"] == "holdout half" and "dcr" in _failed(res)
+    assert res.stats["dcr"]["share_ref_matched"] < 0.45 and not res.stats["mia_control"]["null_met"]
 
 
 def test_planted_copies_fail(shifted):

@@ -117,7 +117,8 @@ def run_audit(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, cfg: Mapp
         ref_origin = "holdout half"
         log.warning("no reference set: using a seeded half of the holdout's patients (%d images) as the "
                     "reference and the other half (%d) as the holdout; this assumes the holdout holds no "
-                    "near-duplicates across patients (e.g. adjacent slices)", len(reference), len(holdout))
+                    "near-duplicates across patients (e.g. adjacent slices) and comes from the training "
+                    "distribution (a shifted holdout makes the gate stricter)", len(reference), len(holdout))
     check_labels(reference, train, "reference")
     check_disjoint_patients(reference, holdout, "holdout")
     check_disjoint_patients(reference, train, "training set")
@@ -248,6 +249,14 @@ def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, reference: Ima
                        thresholds, gates, stats, duplicates, timings)
 
 
+def _auc_at_chance(auc: float, n1: int, n2: int, z_max: float = 3.29) -> bool:
+    """Is ``auc`` within ``z_max`` null standard errors of 0.5? (Mann-Whitney null variance
+    ``(n1 + n2 + 1) / (12 n1 n2)``; ``z_max`` 3.29 = two-sided 0.1%: a diagnostic, rarely raised by chance.)"""
+    if not (n1 > 0 and n2 > 0 and np.isfinite(auc)):
+        return True
+    return bool(abs(auc - 0.5) <= z_max * np.sqrt((n1 + n2 + 1) / (12.0 * n1 * n2)))
+
+
 def _quantiles(x: np.ndarray) -> dict[str, float]:
     x = np.asarray(x, np.float64)
     if not len(x):
@@ -273,7 +282,8 @@ def cohort_stats(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, kept: 
       numbers per class (:func:`~synthgen.privacy.dcr.class_matched_pairs`, at most ``mia_max`` in all);
     * ``mia_control``: the same attack with the holdout in place of the synthetic cohort: real images
       independent of both sides, so its AUC is ~0.5 when members and reference are exchangeable (a diagnostic
-      of the null; reported, never gated or subtracted);
+      of the null: ``null_met`` false and a warning when it is more than 3.29 null standard errors from 0.5;
+      reported, never gated or subtracted);
     * ``mia_loss`` (with ``error_fn``): the loss attack on class-matched pairs, at most ``loss_max``.
     """
     e_train = cache.vectors("embedding", "train")
@@ -313,7 +323,13 @@ def cohort_stats(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, kept: 
         out[f"mia{tag}"] = {**distance_attack(sm[:, 0], sn[:, 0]), "nonmembers": "reference"}
     cm, _ = knn(e_train[mem], e_hold, 1, **kw)
     cn, _ = knn(e_ref[non], e_hold, 1, **kw)
-    out["mia_control"] = {**distance_attack(cm[:, 0], cn[:, 0]), "queries": "holdout (real, in place of synthetic)"}
+    ctrl = distance_attack(cm[:, 0], cn[:, 0])
+    out["mia_control"] = {**ctrl, "queries": "holdout (real, in place of synthetic)",
+                          "null_met": _auc_at_chance(ctrl["auc"], len(mem), len(non))}
+    if not out["mia_control"]["null_met"]:
+        log.warning("membership control AUC %.3f (members vs reference scored against the holdout) is far from "
+                    "0.5: the reference does not look like unseen training-distribution data; the MIA and DCR "
+                    "nulls may be biased (see docs/privacy.md)", ctrl["auc"])
     if error_fn is not None:
         lm, ln = class_matched_pairs(train.labels, y_ref, int(loss_max if loss_max is not None else mia_max),
                                      seed + 1)

@@ -87,7 +87,8 @@ def run_command(args: argparse.Namespace) -> int:
             reference, holdout = split_holdout(holdout, int(cfg.get("seed", 0)))
             print(f"warning: no --reference: a seeded half of the holdout ({len(reference)} images) is the "
                   f"reference of real unseen images and the other half ({len(holdout)}) the holdout; this "
-                  "assumes the holdout holds no near-duplicates across patients (e.g. adjacent slices)",
+                  "assumes the holdout holds no near-duplicates across patients (e.g. adjacent slices) and "
+                  "comes from the training distribution (a shifted holdout makes the gate stricter)",
                   file=sys.stderr)
         result = run_audit(train, holdout, synthetic, cfg, cache_dir=args.cache_dir, reference=reference,
                            reference_origin=origin)
