@@ -85,7 +85,8 @@ def _row(name: str, mode: str, res) -> dict:
     old_fail = bool(d["share_syn"] > 0.55 and d["p_value_vs_half"] < 0.05)
     return {"cohort": name, "reference": mode, "share_syn": d["share_syn"], "share_ref": d["share_ref_matched"],
             "difference": d["difference"], "p_value": d["p_value"], "p_value_vs_half": d["p_value_vs_half"],
-            "old_dcr_rule": "fail" if old_fail else "pass", "dcr_gate": "pass" if res.gates["dcr"]["passed"] else "fail",
+            "old_dcr_rule": "fail" if old_fail else "pass",
+            "dcr_gate": "pass" if res.gates["dcr"]["passed"] else "fail",
             "passed": res.passed, "failed_gates": [k for k, g in res.gates.items() if not g["passed"]],
             "flagged_share": res.stats["flagged_share"], "mia_auc": res.stats["mia"]["auc"],
             "mia_tpr_at_1pct_fpr": res.stats["mia"]["tpr_at_fpr"], "mia_control_auc": res.stats["mia_control"]["auc"]}

@@ -97,8 +97,9 @@ def run_audit(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, cfg: Mapp
     """Audit ``synthetic`` against ``train`` with thresholds calibrated on ``holdout`` (see module doc).
 
     ``reference``: real unseen in-distribution images (``None``: a seeded half of the holdout's patients,
-    logged as a warning; ``stats["reference"]`` records which, with ``reference_origin`` naming a given one). Synthetic and reference labels must be
-    training classes, and the reference shares no patient with train or holdout (else :class:`InputError`).
+    logged as a warning; ``stats["reference"]`` records which, ``reference_origin`` naming a given one).
+    Synthetic and reference labels must be training classes, and the reference shares no patient with train
+    or holdout (else :class:`InputError`).
 
     ``cfg`` is the ``privacy`` config group (plain mapping); ``error_fn(images01, labels) -> (N,)`` adds the
     loss-based membership attack (diffusion models; members and non-members capped by
@@ -133,7 +134,8 @@ def run_audit(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, cfg: Mapp
 
 
 def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, reference: ImageSet, ref_origin: str,
-         cfg: Mapping, error_fn: ErrorFn | None, cache_dir: str | None, loss_info: Mapping[str, Any] | None) -> AuditResult:
+         cfg: Mapping, error_fn: ErrorFn | None, cache_dir: str | None,
+         loss_info: Mapping[str, Any] | None) -> AuditResult:
     t_start, c_start = time.time(), time.process_time()
     timings: dict[str, float] = {}  # wall seconds per step; *_cpu: user+sys CPU seconds of this process
     seed = int(_get(cfg, "seed", 0))
@@ -317,7 +319,8 @@ def cohort_stats(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, kept: 
                                    dcr_margin)
         out[f"dcr{tag}"] = {**test, "p_value_vs_half": syn_share["p_value_vs_half"],
                             "ref_p_value_vs_half": ref_share["p_value_vs_half"],
-                            "train_subset_size": int(len(sub)), "holdout_subset_size": int(len(h_sub)), "space": "copy-detection embedding"}
+                            "train_subset_size": int(len(sub)), "holdout_subset_size": int(len(h_sub)),
+                            "space": "copy-detection embedding"}
         sm, _ = knn(e_train[mem], e_syn, 1, **kw)
         sn, _ = knn(e_ref[non], e_syn, 1, **kw)
         out[f"mia{tag}"] = {**distance_attack(sm[:, 0], sn[:, 0]), "nonmembers": "reference"}

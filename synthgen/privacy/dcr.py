@@ -161,5 +161,6 @@ def class_matched_pairs(labels_train: np.ndarray, labels_ref: np.ndarray, cap: i
         rt, rr = np.flatnonzero(yt == c), np.flatnonzero(yr == c)
         mem.append(rng.permutation(rt)[:k[c]])
         non.append(rng.permutation(rr)[:k[c]])
-    cat = lambda parts: np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)  # noqa: E731
-    return cat(mem), cat(non)
+    if not mem:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.sort(np.concatenate(mem)).astype(np.int64), np.sort(np.concatenate(non)).astype(np.int64)
