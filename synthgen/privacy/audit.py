@@ -305,7 +305,7 @@ def cohort_stats(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, kept: 
         s_ho, _ = knn(e, e_hold[h_sub], 1, **kw)
         return dcr_share(cosine_to_distance(s_tr[:, 0]), cosine_to_distance(s_ho[:, 0]))
 
-    ref_share = share(e_ref) if len(e_ref) else dcr_share(np.zeros(0), np.zeros(0))
+    ref_share = share(e_ref)
     mem, non = class_matched_pairs(train.labels, y_ref, mia_max, seed + 1)
     out: dict[str, Any] = {}
     for tag, rows in (("", np.flatnonzero(kept)), ("_all", np.arange(len(e_all)))):
