@@ -3,8 +3,10 @@
     nice -n 5 python benchmarks/privacy_validation.py [--data ../shared/data/bloodmnist.npz] [--plant 1000]
         [--out benchmarks/_work/privacy_validation.json] [--parts recall,dose,mia] [privacy overrides...]
 
-Setup (official MedMNIST splits): train = ``train`` (11,959), holdout for calibration = ``val`` (1,712),
-negatives = ``test`` (3,421: real images of patients never seen, standing in for a synthetic cohort).
+Setup (official MedMNIST splits): train = ``train`` (11,959), holdout = ``val`` (1,712), negatives = ``test``
+(3,421: real images of patients never seen, standing in for a synthetic cohort). No reference set is passed,
+so the audit uses a seeded half of ``val`` as the reference of real unseen images and calibrates on the other
+half (:func:`synthgen.privacy.inputs.split_holdout`).
 
 * recall: ``--plant`` training images per strength (exact / mild / moderate, :mod:`synthgen.privacy.plant`)
   are added to the negatives; one audit; recall per strength (and per moderate edit), false-flag rate on the
@@ -27,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -41,7 +42,7 @@ from synthgen.privacy.audit import run_audit  # noqa: E402
 from synthgen.privacy.cli import default_privacy_config  # noqa: E402
 from synthgen.privacy.exact import image_hashes, match_exact, quantize01  # noqa: E402
 from synthgen.privacy.inputs import ImageSet, read_image_set  # noqa: E402
-from synthgen.privacy.plant import STRENGTHS, plant_copies  # noqa: E402
+from synthgen.privacy.plant import STRENGTHS, memorized_samples, memorizing_generator, plant_copies  # noqa: E402
 
 
 def _set(images: np.ndarray, labels: np.ndarray, name: str) -> ImageSet:
@@ -117,57 +118,25 @@ def dose_part(train: ImageSet, hold: ImageSet, neg: ImageSet, cfg: dict, seed: i
         s = res.stats
         rows.append({"planted_fraction": frac, "n": len(syn), "n_planted": n_p, "passed": res.passed,
                      "failed_gates": [k for k, g in res.gates.items() if not g["passed"]],
-                     "flagged_share": s["flagged_share"], "dcr_share_before_drop": s["dcr_all"]["share"],
-                     "mia_auc_before_drop": s["mia_all"]["auc"], "dcr_share_kept": s["dcr"]["share"],
+                     "flagged_share": s["flagged_share"], "dcr_share_before_drop": s["dcr_all"]["share_syn"],
+                     "dcr_share_reference": s["dcr_all"]["share_ref_matched"],
+                     "mia_auc_before_drop": s["mia_all"]["auc"], "dcr_share_kept": s["dcr"]["share_syn"],
                      "mia_auc_kept": s["mia"]["auc"]})
     keys = ("flagged_share", "dcr_share_before_drop", "mia_auc_before_drop")
     mono = {k: bool(all(a[k] < b[k] for a, b in zip(rows, rows[1:]))) for k in keys}
     return {"rows": rows, "monotone": mono, "zero_passes": rows[0]["passed"]}
 
 
-class _MemorizingAE(nn.Module):
-    """A small conditional autoencoder that overfits a few hundred images (the "overfit generator")."""
-
-    def __init__(self, c: int, n_classes: int, z: int = 32):
-        super().__init__()
-        self.enc = nn.Sequential(nn.Conv2d(c, 32, 4, 2, 1), nn.ReLU(), nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(),
-                                 nn.Flatten(), nn.Linear(64 * 7 * 7, z))
-        self.emb = nn.Embedding(n_classes, z)
-        self.dec = nn.Sequential(nn.Linear(z, 64 * 7 * 7), nn.ReLU(), nn.Unflatten(1, (64, 7, 7)),
-                                 nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(32, c, 4, 2, 1),
-                                 nn.Sigmoid())
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor, noise: float = 0.0, g: torch.Generator | None = None):
-        z = self.enc(x)
-        if noise:
-            z = z + noise * z.std() * torch.randn(z.shape, generator=g)
-        return self.dec(z + self.emb(y))
-
-
 def mia_part(train: ImageSet, neg: ImageSet, hold: ImageSet, cfg: dict, seed: int, cache: str,
              n: int = 300, epochs: int = 400) -> dict:
-    torch.manual_seed(seed)
     rng = np.random.default_rng(seed + 11)
     mem = np.sort(rng.choice(len(train), n, replace=False))
     non = np.sort(rng.choice(len(hold), n, replace=False))
-    x = torch.as_tensor(train.images[mem])
-    y = torch.as_tensor(train.labels[mem])
-    model = _MemorizingAE(x.shape[1], int(train.labels.max()) + 1)
-    opt = torch.optim.Adam(model.parameters(), 2e-3)
     t0 = time.time()
-    for ep in range(epochs):
-        perm = torch.randperm(n)
-        for i in range(0, n, 50):
-            b = perm[i:i + 50]
-            loss = ((model(x[b], y[b]) - x[b]) ** 2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    model, final_mse = memorizing_generator(train.images[mem], train.labels[mem], epochs, seed)
     train_s = time.time() - t0
-    model.eval()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        samples = torch.cat([model(x, y, noise=0.3, g=g) for _ in range(2)]).numpy()
+    samples = np.concatenate([memorized_samples(model, train.images[mem], train.labels[mem], 0.3, seed + k)
+                              for k in range(2)])
     syn = _set(samples, np.concatenate([train.labels[mem]] * 2), "overfit-generator")
 
     def error_fn(images01: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -182,7 +151,7 @@ def mia_part(train: ImageSet, neg: ImageSet, hold: ImageSet, cfg: dict, seed: in
     other = np.sort(rng.choice(len(neg), n, replace=False))
     fake_members = _set(neg.images[other], neg.labels[other], "nonmembers-2")
     ctrl = run_audit(fake_members, nonmem, syn, cfg, error_fn=error_fn, cache_dir=cache)
-    return {"n_members": n, "epochs": epochs, "final_mse": float(loss.detach()), "train_s": train_s,
+    return {"n_members": n, "epochs": epochs, "final_mse": final_mse, "train_s": train_s,
             "overfit": {"mia_distance_before_drop": res.stats["mia_all"], "mia_distance_kept": res.stats["mia"],
                         "mia_loss": res.stats["mia_loss"], "flagged_share": res.stats["flagged_share"],
                         "passed": res.passed, "failed_gates": [k for k, v in res.gates.items() if not v["passed"]]},

@@ -67,3 +67,35 @@ def test_stage_missing_generated_cohort_is_bad_input(tmp_path, capsys):
     ov, _ = _setup(tmp_path, n_copies=0)
     assert stage_main(ov + [f"paths.generated={tmp_path / 'nothing'}"]) == 2
     assert "cohort.npz" in capsys.readouterr().err
+
+
+def _set_reference_key(tmp_path, value):
+    meta_p = tmp_path / "prepared" / "meta.json"
+    meta = json.loads(meta_p.read_text())
+    meta.pop("privacy_reference_split", None)
+    if value is not None:
+        meta["privacy_reference_split"] = value
+    meta_p.write_text(json.dumps(meta))
+
+
+def test_stage_reads_the_reference_split_from_meta(tmp_path, capsys):
+    ov, _ = _setup(tmp_path, n_copies=0)
+    report_p = tmp_path / "reports" / "privacy_report.json"
+    for value, origin in ((None, "prepared split val"), ("test", "prepared split test")):
+        _set_reference_key(tmp_path, value)
+        assert stage_main(ov) == 0
+        report = json.loads(report_p.read_text())
+        assert report["cohort"]["reference"]["origin"] == origin
+        assert report["inputs"]["reference"].endswith(f"{origin.split()[-1]}.npz")
+        assert report["gates"]["dcr"]["share_ref"] is not None and "mia_control" in report["cohort"]
+    metrics = json.loads((tmp_path / "metrics" / "privacy.json").read_text())
+    assert {"dcr_share_syn", "dcr_share_ref", "dcr_difference", "dcr_p_value", "mia_control_auc"} <= set(metrics)
+    capsys.readouterr()
+    _set_reference_key(tmp_path, "holdout")                    # the holdout cannot be its own null
+    assert stage_main(ov) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "meta.json" in err[0] and "privacy_reference_split" in err[0]
+    _set_reference_key(tmp_path, None)
+    (tmp_path / "prepared" / "val.npz").unlink()               # no reference split: half of the holdout
+    assert stage_main(ov) == 0
+    assert json.loads(report_p.read_text())["cohort"]["reference"]["origin"] == "holdout half"

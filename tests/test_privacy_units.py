@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from synthgen.privacy.calibrate import calibrate
-from synthgen.privacy.dcr import dcr_share, equal_size_subset
+from synthgen.privacy.dcr import (class_matched_pairs, dcr_difference_test, dcr_share, equal_size_subset,
+                                  equal_size_subsets)
 from synthgen.privacy.exact import duplicate_groups, duplicate_pairs, image_hashes, match_exact, quantize01
 from synthgen.privacy.gate import cohort_gates, flag_samples
 from synthgen.privacy.knn import NeighbourCache, knn, normalize_rows
@@ -155,10 +156,16 @@ def test_flags_record_first_rule_and_matched_index():
 def test_dcr_and_membership_statistics():
     rng = np.random.default_rng(0)
     same = dcr_share(rng.uniform(size=2000), rng.uniform(size=2000))
-    assert abs(same["share"] - 0.5) < 0.05 and same["p_value"] > 0.01
+    assert abs(same["share"] - 0.5) < 0.05 and same["p_value_vs_half"] > 0.01
     close = dcr_share(rng.uniform(0, 0.5, 500), rng.uniform(0.4, 1, 500))
-    assert close["share"] > 0.9 and close["p_value"] < 1e-6
+    assert close["share"] > 0.9 and close["p_value_vs_half"] < 1e-6
+    tie = dcr_share(np.array([1.0, 1.0, 2.0, 0.0]), np.array([1.0, 2.0, 1.0, 3.0]))
+    assert tie["closer"].tolist() == [0.5, 1.0, 0.0, 1.0] and tie["share"] == 0.625 and tie["ties"] == 1
     assert len(equal_size_subset(100, 30, 0)) == 30
+    t, h = equal_size_subsets(30, 100, 0)                     # a larger holdout is subsampled too
+    assert t.tolist() == list(range(30)) and len(h) == 30 and len(np.unique(h)) == 30 and h.max() < 100
+    t, h = equal_size_subsets(100, 30, 0)
+    assert len(t) == 30 and h.tolist() == list(range(30))
     m = attack_metrics(rng.normal(3, 1, 1000), rng.normal(0, 1, 1000))
     assert m["auc"] > 0.95 and m["tpr_at_fpr"] > 0.3
     null = attack_metrics(rng.normal(0, 1, 3000), rng.normal(0, 1, 3000))
@@ -168,20 +175,74 @@ def test_dcr_and_membership_statistics():
     assert la["auc"] == 1.0
 
 
+def _bern(rng, p, n):
+    return (rng.uniform(size=n) < p).astype(np.float64)
+
+
+def test_dcr_difference_test_is_calibrated_and_has_power():
+    rng = np.random.default_rng(0)
+    # real unseen data itself scores 0.6 (shifted holdout): the same share for a clean cohort is the null
+    p0 = [dcr_difference_test(_bern(rng, 0.6, 500), np.zeros(500), _bern(rng, 0.6, 300), np.zeros(300), 0.0)
+          ["p_value"] for _ in range(400)]
+    assert 0.02 <= np.mean(np.array(p0) < 0.05) <= 0.085          # size ~alpha at the boundary (margin 0)
+    pm = [dcr_difference_test(_bern(rng, 0.6, 500), np.zeros(500), _bern(rng, 0.6, 300), np.zeros(300), 0.05)
+          ["p_value"] for _ in range(200)]
+    assert np.mean(np.array(pm) < 0.05) < 0.01                   # inside the margin: (almost) never fails
+    leak = dcr_difference_test(_bern(rng, 0.8, 500), np.zeros(500), _bern(rng, 0.6, 300), np.zeros(300), 0.05)
+    assert leak["p_value"] < 1e-4 and 0.12 < leak["difference"] < 0.28
+    # all-or-nothing samples still have a finite test (adjusted variance)
+    deg = dcr_difference_test(np.ones(50), np.zeros(50), np.ones(50), np.zeros(50), 0.05)
+    assert np.isfinite(deg["z"]) and deg["p_value"] > 0.5 and deg["difference"] == 0.0
+
+
+def test_dcr_reference_share_is_class_matched():
+    # reference: class 0 scores 0.3, class 1 scores 0.7 (pooled 0.5); a cohort of class 1 only at 0.7 is
+    # what real class-1 images do, not a leak; a cohort of class 0 at 0.7 is
+    ref = np.r_[np.repeat([1.0, 0.0], [60, 140]), np.repeat([1.0, 0.0], [140, 60])]
+    yref = np.repeat([0, 1], 200)
+    syn = np.repeat([1.0, 0.0], [280, 120])
+    ok = dcr_difference_test(syn, np.ones(400, int), ref, yref, 0.05)
+    assert ok["share_ref"] == 0.5 and abs(ok["share_ref_matched"] - 0.7) < 1e-12 and ok["p_value"] > 0.5
+    bad = dcr_difference_test(syn, np.zeros(400, int), ref, yref, 0.05)
+    assert abs(bad["share_ref_matched"] - 0.3) < 1e-12 and bad["p_value"] < 1e-6
+    miss = dcr_difference_test(syn, np.full(400, 2), ref, yref, 0.05)
+    assert miss["classes_without_reference"] == [2] and miss["share_ref_matched"] == 0.5
+
+
+def test_membership_pairs_have_the_same_class_mix():
+    yt, yr = np.repeat([0, 1, 2], [100, 900, 5]), np.repeat([0, 1], [50, 50])
+    mem, non = class_matched_pairs(yt, yr, 10_000, seed=3)
+    assert np.bincount(yt[mem]).tolist() == [50, 50] and np.bincount(yr[non]).tolist() == [50, 50]
+    mem, non = class_matched_pairs(yt, yr, 20, seed=3)
+    assert np.bincount(yt[mem]).tolist() == np.bincount(yr[non]).tolist() == [10, 10]
+    mem, non = class_matched_pairs(yt, np.repeat([0, 1], [30, 50]), 25, seed=3)   # 30:50 of 25 -> 9:16
+    assert np.bincount(yt[mem]).tolist() == [9, 16] and len(non) == 25
+    mem, non = class_matched_pairs(yt, yr, 20, seed=3)
+    again = class_matched_pairs(yt, yr, 20, seed=3)
+    assert np.array_equal(mem, again[0]) and np.array_equal(non, again[1])
+
+
 def test_cohort_gates():
     stats = {"exact_copies_after_drop": 0, "flagged_share": 0.01, "n_flagged": 1, "n_kept": 99,
-             "dcr": {"share": 0.6, "p_value": 0.2}, "mia": {"auc": 0.5, "tpr_at_fpr": 0.01}}
-    g = cohort_gates(stats, {"max_flagged_share": 0.02, "dcr_max_share": 0.55, "dcr_alpha": 0.05})
-    assert all(v["passed"] for v in g.values())                # DCR 0.6 but not significant
+             "dcr": {"share_syn": 0.7, "share_ref": 0.6, "difference": 0.1, "p_value": 0.2},
+             "mia": {"auc": 0.5, "tpr_at_fpr": 0.01}, "mia_control": {"auc": 0.52}}
+    g = cohort_gates(stats, {"max_flagged_share": 0.02, "dcr_margin": 0.05, "dcr_alpha": 0.05})
+    assert all(v["passed"] for v in g.values())                # 0.1 above the reference but not significant
+    assert g["dcr"]["share_ref"] == 0.6 and g["mia_auc"]["control_auc"] == 0.52
     stats["dcr"]["p_value"] = 0.001
     stats["mia"]["auc"] = 0.7
     g = cohort_gates(stats, {"max_flagged_share": 0.02})
     assert not g["dcr"]["passed"] and not g["mia_auc"]["passed"] and g["flagged_share"]["passed"]
+    # inside the margin never fails, whatever the p-value; the control never changes the MIA gate
+    stats["dcr"].update(difference=0.04, p_value=1e-9)
+    stats["mia_control"]["auc"] = 0.7
+    g = cohort_gates(stats, {"dcr_margin": 0.05})
+    assert g["dcr"]["passed"] and not g["mia_auc"]["passed"] and g["mia_auc"]["value"] == 0.7
 
 
 def test_tpr_gate_needs_a_significant_excess():
     base = {"exact_copies_after_drop": 0, "flagged_share": 0.0, "n_flagged": 0, "n_kept": 100,
-            "dcr": {"share": 0.5, "p_value": 0.5}}
+            "dcr": {"difference": 0.0, "p_value": 0.5}}
     limits = {"mia_max_tpr_at_1pct_fpr": 0.03, "mia_alpha": 0.05}
     # 7 of 120 members above the 1%-FPR threshold: over the limit, but one tail value of 120 non-members
     small = cohort_gates({**base, "mia_loss": {"auc": 0.55, "tpr_at_fpr": 7 / 120, "n_members": 120}}, limits)

@@ -1,6 +1,13 @@
 """The privacy audit: score a synthetic cohort against train and holdout, calibrate, flag, gate.
 
-    result = run_audit(train, holdout, synthetic, cfg)      # ImageSets + the ``privacy`` config group
+    result = run_audit(train, holdout, synthetic, cfg, reference=reference)   # ImageSets + ``privacy`` config
+
+Roles: ``train`` (the model's training images), ``holdout`` ``H`` (real images of unseen patients: per-sample
+thresholds are calibrated on holdout->train statistics; the DCR's "unseen" side), ``reference`` ``R`` (real
+unseen images *of the training distribution*, no patient shared with ``H``: the null that cohort statistics
+are compared with -- the DCR share of real data, the membership attack's non-members). Without a reference,
+a seeded half of the holdout's patients serves as ``R`` and the other half as ``H``
+(:func:`~synthgen.privacy.inputs.split_holdout`).
 
 Steps (each the same for the CLI ``synthgen audit`` and the pipeline's ``privacy`` stage):
 
@@ -10,7 +17,8 @@ Steps (each the same for the CLI ``synthgen audit`` and the pipeline's ``privacy
 3. per-sample scores for holdout and synthetic queries alike (:func:`query_scores`);
 4. thresholds calibrated on the holdout scores (native duplicates excluded) per class;
 5. per-sample flags with the rule that fired and the matched training index;
-6. cohort statistics on the kept samples (DCR, membership inference) and the cohort-level gates.
+6. cohort statistics on the kept samples (DCR against the reference's share, membership inference with
+   reference non-members) and the cohort-level gates.
 """
 
 from __future__ import annotations
@@ -25,11 +33,11 @@ import torch
 
 from ..errors import InputError
 from .calibrate import Threshold, calibrate
-from .dcr import dcr_share, equal_size_subset
+from .dcr import class_matched_pairs, dcr_difference_test, dcr_share, equal_size_subsets
 from .embedding import EmbeddingConfig, embed, load_or_train
 from .exact import duplicate_groups, duplicate_pairs, image_hashes, match_exact, quantize01
 from .gate import RULES, cohort_gates, flag_samples
-from .inputs import ImageSet, check_compatible
+from .inputs import ImageSet, check_compatible, check_disjoint_patients, check_labels, split_holdout
 from .knn import NeighbourCache, cosine_to_distance, knn
 from .membership import ErrorFn, distance_attack, loss_attack
 from .pixel import lowres, warp_grid
@@ -84,8 +92,14 @@ def embedding_config(cfg: Mapping) -> EmbeddingConfig:
 
 def run_audit(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, cfg: Mapping,
               error_fn: ErrorFn | None = None, cache_dir: str | None = None,
-              loss_info: Mapping[str, Any] | None = None) -> AuditResult:
+              loss_info: Mapping[str, Any] | None = None, reference: ImageSet | None = None,
+              reference_origin: str = "given") -> AuditResult:
     """Audit ``synthetic`` against ``train`` with thresholds calibrated on ``holdout`` (see module doc).
+
+    ``reference``: real unseen in-distribution images (``None``: a seeded half of the holdout's patients,
+    logged as a warning; ``stats["reference"]`` records which, ``reference_origin`` naming a given one).
+    Synthetic and reference labels must be training classes, and the reference shares no patient with train
+    or holdout (else :class:`InputError`).
 
     ``cfg`` is the ``privacy`` config group (plain mapping); ``error_fn(images01, labels) -> (N,)`` adds the
     loss-based membership attack (diffusion models; members and non-members capped by
@@ -93,22 +107,35 @@ def run_audit(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, cfg: Mapp
     with it in ``stats["mia_loss"]`` (without ``error_fn``: why the attack does not apply, not gated);
     ``cache_dir`` overrides ``embedding.cache_dir``.
     """
-    for s in (train, holdout, synthetic):
+    for s in (train, holdout, synthetic) + (() if reference is None else (reference,)):
         if len(s) == 0:
             raise InputError(s.source, "no images")
-    check_compatible([train, holdout, synthetic])
+    check_compatible([train, holdout, synthetic] + ([] if reference is None else [reference]))
+    check_labels(synthetic, train, "synthetic")
+    ref_origin = reference_origin
+    if reference is None:
+        reference, holdout = split_holdout(holdout, int(_get(cfg, "seed", 0)))
+        ref_origin = "holdout half"
+        log.warning("no reference set: using a seeded half of the holdout's patients (%d images) as the "
+                    "reference and the other half (%d) as the holdout; this assumes the holdout holds no "
+                    "near-duplicates across patients (e.g. adjacent slices) and comes from the training "
+                    "distribution (a shifted holdout makes the gate stricter)", len(reference), len(holdout))
+    check_labels(reference, train, "reference")
+    check_disjoint_patients(reference, holdout, "holdout")
+    check_disjoint_patients(reference, train, "training set")
     threads = _get(cfg, "threads")
     old = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
     try:
-        return _run(train, holdout, synthetic, cfg, error_fn, cache_dir, loss_info)
+        return _run(train, holdout, synthetic, reference, ref_origin, cfg, error_fn, cache_dir, loss_info)
     finally:
         torch.set_num_threads(old)
 
 
-def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, cfg: Mapping,
-         error_fn: ErrorFn | None, cache_dir: str | None, loss_info: Mapping[str, Any] | None) -> AuditResult:
+def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, reference: ImageSet, ref_origin: str,
+         cfg: Mapping, error_fn: ErrorFn | None, cache_dir: str | None,
+         loss_info: Mapping[str, Any] | None) -> AuditResult:
     t_start, c_start = time.time(), time.process_time()
     timings: dict[str, float] = {}  # wall seconds per step; *_cpu: user+sys CPU seconds of this process
     seed = int(_get(cfg, "seed", 0))
@@ -124,6 +151,7 @@ def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, cfg: Mapping,
     train_groups = duplicate_groups(h_train)
     hold_exact = match_exact(h_hold, h_train)
     syn_exact = match_exact(h_syn, h_train)
+    ref_exact = match_exact(image_hashes(quantize01(reference.images, qdtype)), h_train)
     identity = merge_identities(train.patient_ids, train_groups)
     timings["exact"] = time.time() - t_start
 
@@ -139,6 +167,7 @@ def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, cfg: Mapping,
     for name, s in (("train", train), ("holdout", holdout), ("synthetic", synthetic)):
         cache.add("embedding", name, embed(model, s.images, device=dev))
         cache.add("lowres", name, lowres(s.images, factor))
+    cache.add("embedding", "reference", embed(model, reference.images, device=dev))
     timings["embed"] = time.time() - t0
 
     # 3. scores, holdout first (it also sets the prefilter)
@@ -180,13 +209,18 @@ def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, cfg: Mapping,
     t0 = time.time()
     kept = ~flags
     mia_max = int(_get(cfg, "gates.mia_max_samples", 5000))
+    margin = float(_get(cfg, "gates.dcr_margin", 0.05))
     stats = cohort_stats(train, holdout, synthetic, kept, cache, seed, mia_max, error_fn,
-                         int(_get(cfg, "mia_loss.max_samples", None) or mia_max))
+                         int(_get(cfg, "mia_loss.max_samples", None) or mia_max), reference=reference,
+                         reference_valid=ref_exact < 0, dcr_margin=margin)
+    stats["reference"] = {"source": reference.source, "origin": ref_origin, "n": len(reference),
+                          "exact_copies_of_train_excluded": int((ref_exact >= 0).sum())}
     timings["cohort_stats"] = time.time() - t0
     if loss_info is not None:
         stats["mia_loss"] = {**dict(loss_info), **stats.get("mia_loss", {})}
     stats.update({
-        "n_train": len(train), "n_holdout": len(holdout), "n_synthetic": len(synthetic),
+        "n_train": len(train), "n_holdout": len(holdout), "n_reference": len(reference),
+        "n_synthetic": len(synthetic),
         "n_flagged": int(flags.sum()), "flagged_share": float(flags.mean()),
         "n_kept": int(kept.sum()),
         "by_rule": {r: int(sum(r in f for f in fired)) for r in RULES},
@@ -217,6 +251,14 @@ def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, cfg: Mapping,
                        thresholds, gates, stats, duplicates, timings)
 
 
+def _auc_at_chance(auc: float, n1: int, n2: int, z_max: float = 3.29) -> bool:
+    """Is ``auc`` within ``z_max`` null standard errors of 0.5? (Mann-Whitney null variance
+    ``(n1 + n2 + 1) / (12 n1 n2)``; ``z_max`` 3.29 = two-sided 0.1%: a diagnostic, rarely raised by chance.)"""
+    if not (n1 > 0 and n2 > 0 and np.isfinite(auc)):
+        return True
+    return bool(abs(auc - 0.5) <= z_max * np.sqrt((n1 + n2 + 1) / (12.0 * n1 * n2)))
+
+
 def _quantiles(x: np.ndarray) -> dict[str, float]:
     x = np.asarray(x, np.float64)
     if not len(x):
@@ -227,40 +269,74 @@ def _quantiles(x: np.ndarray) -> dict[str, float]:
 
 def cohort_stats(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, kept: np.ndarray,
                  cache: NeighbourCache, seed: int, mia_max: int, error_fn: ErrorFn | None,
-                 loss_max: int | None = None) -> dict[str, Any]:
-    """DCR and membership-inference statistics (copy-detection embedding space).
+                 loss_max: int | None = None, *, reference: ImageSet, reference_valid: np.ndarray | None = None,
+                 dcr_margin: float = 0.05) -> dict[str, Any]:
+    """DCR and membership-inference statistics (copy-detection embedding space), each against real data.
 
-    ``dcr``/``mia`` are measured on the kept (exported) samples and gate the cohort; ``dcr_all``/``mia_all``
-    on every generated sample (what the model produced, before the gate dropped anything); ``mia_loss``
-    (with ``error_fn``) on the model itself: ``min(N_train, N_holdout, loss_max)`` seeded members and as
-    many non-members (prefixes of the same permutations as the distance attack's).
+    ``cache`` must hold ``embedding`` vectors of ``train``, ``holdout``, ``synthetic`` and ``reference``.
+
+    * ``dcr``/``dcr_all``: share of the kept / all synthetic samples closer to ``T_sub`` than to ``H_sub``
+      (seeded train and holdout subsets of equal size, :func:`~synthgen.privacy.dcr.equal_size_subsets`),
+      and the same share of the reference images
+      (``reference_valid`` rows: exact copies of training images excluded), with the two-proportion test
+      (:func:`~synthgen.privacy.dcr.dcr_difference_test`, ``dcr_margin``);
+    * ``mia``/``mia_all``: distance attack, members = training images, non-members = reference images, equal
+      numbers per class (:func:`~synthgen.privacy.dcr.class_matched_pairs`, at most ``mia_max`` in all);
+    * ``mia_control``: the same attack with the holdout in place of the synthetic cohort: real images
+      independent of both sides, so its AUC is ~0.5 when members and reference are exchangeable (a diagnostic
+      of the null: ``null_met`` false and a warning when it is more than 3.29 null standard errors from 0.5;
+      reported, never gated or subtracted);
+    * ``mia_loss`` (with ``error_fn``): the loss attack on class-matched pairs, at most ``loss_max``.
     """
     e_train = cache.vectors("embedding", "train")
     e_hold = cache.vectors("embedding", "holdout")
     e_all = cache.vectors("embedding", "synthetic")
+    valid = np.ones(len(reference), bool) if reference_valid is None else np.asarray(reference_valid, bool)
+    ref_rows = np.flatnonzero(valid)
+    if not len(ref_rows):
+        raise InputError(reference.source, "every reference image is an exact copy of a training image")
+    e_ref = cache.vectors("embedding", "reference")[ref_rows]
+    y_ref = reference.labels[ref_rows]
     kw = dict(chunk_mb=cache.chunk_mb, backend=cache.backend, device=cache.device)
-    sub = equal_size_subset(len(train), len(holdout), seed)
-    rng = np.random.default_rng(seed + 1)
-    m = min(len(train), len(holdout), mia_max)
-    perm_train, perm_hold = rng.permutation(len(train)), rng.permutation(len(holdout))
-    mem, non = np.sort(perm_train[:m]), np.sort(perm_hold[:m])
+    sub, h_sub = equal_size_subsets(len(train), len(holdout), seed)
+
+    def share(e: np.ndarray) -> dict[str, Any]:
+        s_tr, _ = knn(e, e_train[sub], 1, **kw)
+        s_ho, _ = knn(e, e_hold[h_sub], 1, **kw)
+        return dcr_share(cosine_to_distance(s_tr[:, 0]), cosine_to_distance(s_ho[:, 0]))
+
+    ref_share = share(e_ref)
+    mem, non = class_matched_pairs(train.labels, y_ref, mia_max, seed + 1)
     out: dict[str, Any] = {}
     for tag, rows in (("", np.flatnonzero(kept)), ("_all", np.arange(len(e_all)))):
         if not len(rows):
-            out[f"dcr{tag}"] = {"share": float("nan"), "p_value": 1.0, "n": 0}
+            out[f"dcr{tag}"] = {"share_syn": float("nan"), "difference": float("nan"), "p_value": 1.0, "n_syn": 0}
             out[f"mia{tag}"] = {"attack": "distance", "auc": float("nan"), "tpr_at_fpr": float("nan")}
             continue
         e_syn = e_all[rows]
-        s_tr, _ = knn(e_syn, e_train[sub], 1, **kw)
-        s_ho, _ = knn(e_syn, e_hold, 1, **kw)
-        out[f"dcr{tag}"] = {**dcr_share(cosine_to_distance(s_tr[:, 0]), cosine_to_distance(s_ho[:, 0])),
-                            "reference_size": int(len(sub)), "space": "copy-detection embedding"}
+        syn_share = share(e_syn)
+        test = dcr_difference_test(syn_share["closer"], synthetic.labels[rows], ref_share["closer"], y_ref,
+                                   dcr_margin)
+        out[f"dcr{tag}"] = {**test, "p_value_vs_half": syn_share["p_value_vs_half"],
+                            "ref_p_value_vs_half": ref_share["p_value_vs_half"],
+                            "train_subset_size": int(len(sub)), "holdout_subset_size": int(len(h_sub)),
+                            "space": "copy-detection embedding"}
         sm, _ = knn(e_train[mem], e_syn, 1, **kw)
-        sn, _ = knn(e_hold[non], e_syn, 1, **kw)
-        out[f"mia{tag}"] = distance_attack(sm[:, 0], sn[:, 0])
+        sn, _ = knn(e_ref[non], e_syn, 1, **kw)
+        out[f"mia{tag}"] = {**distance_attack(sm[:, 0], sn[:, 0]), "nonmembers": "reference"}
+    cm, _ = knn(e_train[mem], e_hold, 1, **kw)
+    cn, _ = knn(e_ref[non], e_hold, 1, **kw)
+    ctrl = distance_attack(cm[:, 0], cn[:, 0])
+    out["mia_control"] = {**ctrl, "queries": "holdout (real, in place of synthetic)",
+                          "null_met": _auc_at_chance(ctrl["auc"], len(mem), len(non))}
+    if not out["mia_control"]["null_met"]:
+        log.warning("membership control AUC %.3f (members vs reference scored against the holdout) is far from "
+                    "0.5: the reference does not look like unseen training-distribution data; the MIA and DCR "
+                    "nulls may be biased (see docs/privacy.md)", ctrl["auc"])
     if error_fn is not None:
-        ml = min(len(train), len(holdout), int(loss_max if loss_max is not None else mia_max))
-        lm, ln = np.sort(perm_train[:ml]), np.sort(perm_hold[:ml])
-        out["mia_loss"] = loss_attack(error_fn, train.images[lm], train.labels[lm],
-                                      holdout.images[ln], holdout.labels[ln])
+        lm, ln = class_matched_pairs(train.labels, y_ref, int(loss_max if loss_max is not None else mia_max),
+                                     seed + 1)
+        rimg = reference.images[ref_rows]
+        out["mia_loss"] = {**loss_attack(error_fn, train.images[lm], train.labels[lm], rimg[ln], y_ref[ln]),
+                           "nonmembers": "reference"}
     return out

@@ -1,12 +1,20 @@
 """``synthgen audit``: the standalone privacy audit of any synthetic image set.
 
-    synthgen audit --train T --holdout H --synthetic S --out report.json [--png pairs.png] [overrides...]
+    synthgen audit --train T --holdout H --synthetic S [--reference R] --out report.json [--png pairs.png]
+                   [overrides...]
 
-``T``/``H``/``S``: ``.npz`` (``images`` + ``labels``, or MedMNIST ``{split}_images``; pick a split with
+``R``: real images the model never saw, from the *training* distribution (e.g. a validation split), sharing
+no patient with ``H``: the cohort statistics (DCR share, membership inference) are compared with what these
+real images score. Without ``--reference`` a seeded half of ``H``'s patients becomes ``R`` and the other half
+``H``, with a warning: that assumes ``H`` holds no near-duplicates across its patients (e.g. adjacent slices of
+one scan stored as separate images without patient ids), and a shifted ``H`` makes the gate stricter.
+
+``T``/``H``/``S``/``R``: ``.npz`` (``images`` + ``labels``, or MedMNIST ``{split}_images``; pick a split with
 ``file.npz#split``) or folders of WebDataset shards (``.npy`` + ``.cls``). Trailing ``key=value`` arguments
 override the ``privacy`` config group (e.g. ``gates.max_flagged_share=0.05 embedding.steps=100``).
 
-Exit status: 0 the cohort passes the gate, 1 a cohort-level gate fails, 2 bad input (one line on stderr).
+Exit status: 0 the cohort passes the gate, 1 a cohort-level gate fails, 2 bad input (one line on stderr),
+e.g. synthetic labels that are not training classes.
 """
 
 from __future__ import annotations
@@ -54,6 +62,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--train", required=True, help="training images (.npz[#split] or WebDataset shard folder)")
     p.add_argument("--holdout", required=True, help="holdout images of patients never used for training")
     p.add_argument("--synthetic", required=True, help="synthetic images to audit")
+    p.add_argument("--reference", default=None,
+                   help="real unseen images of the training distribution, no patient shared with the holdout "
+                        "(default: a seeded half of the holdout, with a warning)")
     p.add_argument("--out", required=True, help="report.json to write")
     p.add_argument("--png", default=None, help="also draw the most similar pairs to this PNG")
     p.add_argument("--cache-dir", default=None, help="copy-detection encoder cache (default: privacy config)")
@@ -68,13 +79,26 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         cfg = default_privacy_config(args.overrides)  # before the heavy imports: a config typo fails fast
         from .audit import run_audit
-        from .inputs import read_image_set
+        from .inputs import check_compatible, check_labels, read_image_set, split_holdout
         from .report import build_report, nearest_pairs_png, write_report
 
         train = read_image_set(args.train, "train")
         holdout = read_image_set(args.holdout, "holdout")
         synthetic = read_image_set(args.synthetic, "synthetic")
-        result = run_audit(train, holdout, synthetic, cfg, cache_dir=args.cache_dir)
+        reference = read_image_set(args.reference, "reference") if args.reference else None
+        check_compatible([train, holdout, synthetic] + ([reference] if reference is not None else []))
+        check_labels(synthetic, train, "synthetic")
+        origin = "given (--reference)"
+        if reference is None:
+            origin = "holdout half"
+            reference, holdout = split_holdout(holdout, int(cfg.get("seed", 0)))
+            print(f"warning: no --reference: a seeded half of the holdout ({len(reference)} images) is the "
+                  f"reference of real unseen images and the other half ({len(holdout)}) the holdout; this "
+                  "assumes the holdout holds no near-duplicates across patients (e.g. adjacent slices) and "
+                  "comes from the training distribution (a shifted holdout makes the gate stricter)",
+                  file=sys.stderr)
+        result = run_audit(train, holdout, synthetic, cfg, cache_dir=args.cache_dir, reference=reference,
+                           reference_origin=origin)
         report = build_report(result, train, holdout, synthetic)
         write_report(args.out, report)  # atomic: a full disk is a one-line InputError
         if args.png:

@@ -6,7 +6,8 @@ Accepted:
   ``(N, 1)`` (optional ``patient_ids`` ``(N,)``); our ``data/prepared`` and ``data/generated`` files are of
   this kind;
 * MedMNIST-style ``.npz`` with ``{split}_images`` / ``{split}_labels``: the split is chosen with a
-  ``file.npz#split`` suffix, else the role's default (``train`` for T, ``holdout`` then ``test`` for H), else
+  ``file.npz#split`` suffix, else the role's default (``train`` for T, ``holdout`` then ``test`` for H,
+  ``val`` for the reference R), else
   the only split present;
 * a folder of WebDataset ``.tar`` shards whose samples hold ``.npy`` (an image, ``(C, H, W)`` or
   ``(H, W[, C])``) and ``.cls`` (the label), read with plain ``webdataset``.
@@ -27,7 +28,7 @@ import numpy as np
 
 from ..errors import InputError
 
-_ROLE_SPLITS = {"train": ("train",), "holdout": ("holdout", "test"), "synthetic": ()}
+_ROLE_SPLITS = {"train": ("train",), "holdout": ("holdout", "test"), "reference": ("val",), "synthetic": ()}
 
 
 @dataclass
@@ -90,7 +91,7 @@ def _from_arrays(images: np.ndarray, labels: np.ndarray, pids: np.ndarray | None
     if len(images) == 0:
         raise InputError(path, "no images")
     if pids is None:
-        pids = np.array([f"{Path(path).name}#{i}" for i in range(len(images))])
+        pids = np.array([f"{path}#{i}" for i in range(len(images))])   # full path: unique across files
     elif len(pids) != len(images):
         raise InputError(path, f"patient_ids has {len(pids)} entries for {len(images)} images")
     dtype = str(images.dtype) if images.dtype in (np.uint8, np.uint16) else "float32"
@@ -166,6 +167,48 @@ def read_image_set(spec: str | os.PathLike, role: str = "synthetic") -> ImageSet
     if path.is_dir():
         return _read_shards(path)
     return _read_npz(path, split, role)
+
+
+def split_holdout(holdout: ImageSet, seed: int) -> tuple[ImageSet, ImageSet]:
+    """Seeded halves of a holdout by patient: ``(reference, holdout)`` for an audit given no reference set.
+
+    Patients (``patient_ids``; each image its own patient when the source has none) are permuted with
+    ``seed`` and the first half of them form the reference. Valid only when the holdout holds no
+    near-duplicates across patients-as-listed (e.g. adjacent slices of one scan stored without patient ids):
+    such pairs would sit on both sides and pull the reference share towards the holdout.
+    """
+    pids = np.asarray(holdout.patient_ids)
+    uniq = np.unique(pids)
+    if len(uniq) < 2:
+        raise InputError(holdout.source, "cannot split the holdout into a reference and a holdout half: "
+                                         "it holds fewer than two patients (pass --reference)")
+    rng = np.random.default_rng(seed)
+    ref_pids = rng.permutation(uniq)[: len(uniq) // 2]
+    in_ref = np.isin(pids, ref_pids)
+
+    def part(mask: np.ndarray, tag: str) -> ImageSet:
+        return ImageSet(holdout.images[mask], holdout.labels[mask], pids[mask], holdout.dtype,
+                        f"{holdout.source} ({tag} of its patients, seed {seed})")
+
+    return part(in_ref, "reference half"), part(~in_ref, "holdout half")
+
+
+def check_labels(s: ImageSet, train: ImageSet, role: str) -> None:
+    """``s``'s labels must all be training classes (a label the model was never trained on is bad input)."""
+    known = np.unique(train.labels)
+    bad = np.setdiff1d(np.unique(s.labels), known)
+    if len(bad):
+        shown = ", ".join(str(int(b)) for b in bad[:10]) + (", ..." if len(bad) > 10 else "")
+        raise InputError(s.source, f"{role} labels [{shown}] are not training classes "
+                                   f"(train has {[int(k) for k in known[:20]]}{' ...' if len(known) > 20 else ''})")
+
+
+def check_disjoint_patients(a: ImageSet, b: ImageSet, what: str) -> None:
+    """``a`` and ``b`` must share no patient id (e.g. the reference and the holdout)."""
+    common = np.intersect1d(np.asarray(a.patient_ids), np.asarray(b.patient_ids))
+    if len(common):
+        raise InputError(a.source, f"shares {len(common)} patient ids with the {what} {b.source} "
+                                   f"(e.g. {str(common[0])!r}); they must hold different patients")
 
 
 def check_compatible(sets: Sequence[ImageSet]) -> None:

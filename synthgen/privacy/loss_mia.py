@@ -5,11 +5,11 @@ checkpoint it sampled from (``checkpoint``) and that file's SHA-256. When the cl
 has ``denoising_error``), the stage rebuilds it exactly as generate does
 (:func:`synthgen.models.checkpoints.load_generator`), after checking that the checkpoint is still the one
 that produced the cohort, and the audit runs the loss attack (:func:`synthgen.privacy.membership.loss_attack`)
-on training members vs holdout non-members. GANs have no denoising error: the attack is reported as not
-applicable (the distance-based attack still runs for every generator).
+on training members vs reference non-members (class-matched). GANs have no denoising error: the attack is
+reported as not applicable (the distance-based attack still runs for every generator).
 
 Settings (``privacy.mia_loss``): ``enabled``, ``timesteps`` (fixed, averaged per image), ``max_samples``
-(members and non-members each; the holdout size caps it), ``batch`` (images per network call).
+(members and non-members each; the reference size caps it), ``batch`` (images per network call).
 """
 
 from __future__ import annotations

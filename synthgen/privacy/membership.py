@@ -1,7 +1,9 @@
 """Membership inference: could an attacker tell training images from unseen ones using the generator?
 
 Two attacks, both scored as ROC AUC (0.5 = chance) and TPR at 1% FPR over members (training images) vs
-non-members (holdout images of unseen patients), equal numbers of each:
+non-members (reference images: real, unseen, from the training distribution; the audit draws the same number
+of each per class, :func:`synthgen.privacy.dcr.class_matched_pairs`, so a generator that memorized nothing
+gives AUC 0.5), equal numbers of each:
 
 * distance-based (any generator, black box): a record is more likely a member the closer the synthetic
   cohort comes to it: ``score(x) = max_j cos(e(x), e(s_j))`` over synthetic samples ``s_j``;

@@ -7,12 +7,17 @@ Strengths (issue 5; every random quantity is drawn first from ``seed`` and retur
   Gaussian noise with sigma in ``[1%, 2%]`` of the range, Gaussian blur sigma in ``[0, 0.7]`` px, re-quantized;
 * ``moderate`` -- one of (uniformly): rotation in ``[-5, 5]`` deg, isotropic scale in ``[0.95, 1.05]``, or a
   ``0.9`` crop at a random position resized back to full size; re-quantized.
+
+And a deliberately memorizing generator (:func:`memorizing_generator`): a small conditional autoencoder
+overfit on a few hundred training images whose samples are decoded noisy latents of those images -- blurred,
+not pixel-exact copies, the kind of output per-sample copy rules partly miss and cohort statistics must catch.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 STRENGTHS = ("exact", "mild", "moderate")
@@ -96,3 +101,56 @@ def plant_copies(train01: np.ndarray, index: np.ndarray, strength: str, seed: in
     if not out:
         return np.zeros((0, *train01.shape[1:]), np.float32), []
     return _requantize(torch.stack(out)), params
+
+
+class MemorizingAE(nn.Module):
+    """A small conditional autoencoder for ``(N, C, 28, 28)`` images in ``[0, 1]`` that overfits its training
+    images (the "overfit generator" of the validation): two stride-2 convs -> ``z``-dim latent (+ a class
+    embedding) -> two transposed convs -> sigmoid."""
+
+    def __init__(self, c: int, n_classes: int, z: int = 32):
+        super().__init__()
+        self.enc = nn.Sequential(nn.Conv2d(c, 32, 4, 2, 1), nn.ReLU(), nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(),
+                                 nn.Flatten(), nn.Linear(64 * 7 * 7, z))
+        self.emb = nn.Embedding(n_classes, z)
+        self.dec = nn.Sequential(nn.Linear(z, 64 * 7 * 7), nn.ReLU(), nn.Unflatten(1, (64, 7, 7)),
+                                 nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(32, c, 4, 2, 1),
+                                 nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, noise: float = 0.0, g: torch.Generator | None = None):
+        z = self.enc(x)
+        if noise:
+            z = z + noise * z.std() * torch.randn(z.shape, generator=g)
+        return self.dec(z + self.emb(y))
+
+
+def memorizing_generator(images01: np.ndarray, labels: np.ndarray, epochs: int, seed: int,
+                         batch: int = 50, lr: float = 2e-3) -> tuple[MemorizingAE, float]:
+    """Train :class:`MemorizingAE` on ``images01`` ``(N, C, 28, 28)`` (``labels`` ``(N,)`` int) for ``epochs``
+    full passes (seeded); returns the model (eval mode) and the last batch's MSE."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.as_tensor(images01, dtype=torch.float32), torch.as_tensor(labels, dtype=torch.long)
+    model = MemorizingAE(x.shape[1], int(y.max()) + 1)
+    opt = torch.optim.Adam(model.parameters(), lr)
+    loss = torch.zeros(())
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x), batch):
+            b = perm[i:i + batch]
+            loss = ((model(x[b], y[b]) - x[b]) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval(), float(loss.detach())
+
+
+def memorized_samples(model: MemorizingAE, images01: np.ndarray, labels: np.ndarray, noise: float,
+                      seed: int) -> np.ndarray:
+    """One sample per training image: its latent plus ``noise`` x (latent std) Gaussian noise, decoded and
+    re-quantized; ``(N, C, H, W)`` float32 in ``[0, 1]``."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        out = model(torch.as_tensor(images01, dtype=torch.float32), torch.as_tensor(labels, dtype=torch.long),
+                    noise=noise, g=g)
+    return _requantize(out)

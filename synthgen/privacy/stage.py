@@ -1,4 +1,11 @@
-"""The pipeline's ``privacy`` stage: audit ``data/generated`` against ``data/prepared`` train + holdout.
+"""The pipeline's ``privacy`` stage: audit ``data/generated`` against ``data/prepared`` train + holdout, with
+real unseen reference images (the split named by ``privacy_reference_split`` in ``meta.json``) as the null.
+
+The reference split is written by the prepare stage: ``val`` for sources with patient ids (a patient-level
+split of the training distribution), ``test`` for sources without them (an official, scan-disjoint split);
+``val`` when the key is absent. It must be one of ``val``/``test`` and share no patient with the holdout.
+When it is missing or empty the stage falls back to a seeded half of the holdout's patients (a warning, and
+``reference.origin: holdout half`` in the report).
 
 Writes (all atomically):
 
@@ -48,6 +55,19 @@ def _prepared_set(prepared: Path, split: str) -> ImageSet:
     return ImageSet(c.images, c.labels, c.patient_ids, c.storage_dtype, str(prepared / f"{split}.npz"))
 
 
+def _read_meta(path: Path) -> dict:
+    """``meta.json`` as a dict; ``{}`` when absent (load_split then names the missing file)."""
+    if not path.exists():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(path, f"not valid JSON: {e}") from None
+    if not isinstance(meta, dict):
+        raise InputError(path, f"expected a JSON object, got {type(meta).__name__}")
+    return meta
+
+
 def _generated(generated: Path) -> tuple[dict[str, np.ndarray], dict, ImageSet]:
     npz, meta_p = generated / "cohort.npz", generated / "cohort.json"
     for p in (npz, meta_p):
@@ -67,6 +87,31 @@ def _generated(generated: Path) -> tuple[dict[str, np.ndarray], dict, ImageSet]:
     return arrays, json.loads(meta_p.read_text()), s
 
 
+REFERENCE_KEY = "privacy_reference_split"
+
+
+def reference_split(meta_prep: dict, meta_path: Path) -> str:
+    """The prepared split that serves as the privacy reference (``meta.json`` key, default ``val``)."""
+    name = meta_prep.get(REFERENCE_KEY, "val") if isinstance(meta_prep, dict) else "val"
+    if name not in ("val", "test"):
+        raise InputError(meta_path, f"{REFERENCE_KEY} is {name!r}; expected 'val' or 'test' (a split of real "
+                                    "images never used for training, disjoint from the holdout)")
+    return str(name)
+
+
+def _reference_set(prepared: Path, meta_prep: dict) -> tuple[ImageSet | None, str]:
+    """The reference split and its origin for the report, or ``(None, ...)``: use half of the holdout."""
+    name = reference_split(meta_prep, prepared / "meta.json")
+    if not (prepared / f"{name}.npz").exists():
+        log.warning("reference split %s.npz not found in %s: falling back to half of the holdout", name, prepared)
+        return None, "holdout half"
+    ref = _prepared_set(prepared, name)
+    if len(ref) == 0:
+        log.warning("reference split %s is empty: falling back to half of the holdout", name)
+        return None, "holdout half"
+    return ref, f"prepared split {name}"
+
+
 def run_stage(cfg) -> dict:
     """Run the stage for a composed config; returns the report. Raises :class:`GateFailed` on a failed gate."""
     from .audit import run_audit
@@ -76,12 +121,14 @@ def run_stage(cfg) -> dict:
     pcfg = OmegaConf.to_container(cfg.privacy, resolve=True)
     paths = cfg.paths
     prepared = Path(paths.prepared)
-    meta_prep = json.loads((prepared / "meta.json").read_text()) if (prepared / "meta.json").exists() else {}
+    meta_prep = _read_meta(prepared / "meta.json")
     train, holdout = _prepared_set(prepared, "train"), _prepared_set(prepared, "holdout")
+    reference, origin = _reference_set(prepared, meta_prep)
     arrays, gen_meta, synthetic = _generated(Path(paths.generated))
     error_fn, loss_info = loss_error_fn(gen_meta, pcfg.get("mia_loss") or {}, int(pcfg.get("seed", 0)),
                                         Path(paths.generated) / "cohort.json")
-    result = run_audit(train, holdout, synthetic, pcfg, error_fn=error_fn, loss_info=loss_info)
+    result = run_audit(train, holdout, synthetic, pcfg, error_fn=error_fn, loss_info=loss_info,
+                       reference=reference, reference_origin=origin)
     class_names = gen_meta.get("class_names") or meta_prep.get("class_names")
     report = build_report(result, train, holdout, synthetic, class_names, timings=False)
     log.info("privacy audit timings (s): %s", {k: round(v, 1) for k, v in result.timings.items()})
