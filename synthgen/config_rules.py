@@ -32,12 +32,14 @@ ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
 DEVICES = AnyOf(Int(ge=1), Int(choices=(-1,), note=" (all)"), Str(pattern=r"auto|-1|\d+(,\s*\d+)*,?", what="'auto'"),
                 ListOf(Int(ge=0), min_len=1), what="an integer >= 1, -1 (all), 'auto' or a list of device indices")
 #: ``synthgen.sampling.SAMPLERS``, ``synthgen.sampling.schedule.PREDICTION_TYPES``,
-#: ``synthgen.metrics.utility.ARMS``, ``synthgen.export.stage.FORMATS``, ``synthgen.models.diffaugment.POLICIES``.
+#: ``synthgen.metrics.utility.ARMS``, ``synthgen.export.stage.FORMATS``, ``synthgen.models.diffaugment.POLICIES``,
+#: ``synthgen.data.symmetries.SYMMETRIES``.
 SAMPLERS = ("ddpm", "ddim", "dpmpp")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 ARMS = ("trtr", "trtr_balanced", "tstr", "trs", "trs_balanced", "full_reference")
 FORMATS = ("webdataset", "dicom", "nifti")
 DIFFAUGMENT = ("color", "translation", "cutout")
+SYMMETRY_NAMES = ("hflip", "vflip", "rot90")
 _FMT = "|".join(FORMATS)
 _AUG = "|".join(DIFFAUGMENT)
 
@@ -52,7 +54,9 @@ RULES: dict[str, Rule] = {
     "data.split.val": FRACTION,
     "data.split.test": FRACTION,
     "data.split.holdout": FRACTION,
-    "data.split.holdout_from_test": FRACTION,
+    "data.split.holdout_from_val": Num(gt=0, lt=1, note=" (share of the official val split)"),
+    "data.split.near_copy_pearson": Num(gt=0, le=1, null="no near-duplicate check"),
+    "data.symmetries": ListOf(Str(choices=SYMMETRY_NAMES), unique=True),
     "data.split.seed": SEED,
     "data.rare.classes": ListOf(Str(nonempty=True), unique=True),
     "data.rare.keep": Int(ge=0, null="no cut", note=" (training images kept per rare class)"),
@@ -202,7 +206,7 @@ RULES: dict[str, Rule] = {
     "privacy.calibration.ratio_ceiling": Num(gt=0, le=1),
     "privacy.gates.max_exact_copies": NONNEG,
     "privacy.gates.max_flagged_share": PROB,
-    "privacy.gates.dcr_max_share": PROB,
+    "privacy.gates.dcr_margin": Num(ge=0, le=1),
     "privacy.gates.dcr_alpha": ALPHA,
     "privacy.gates.mia_max_auc": PROB,
     "privacy.gates.mia_max_tpr_at_1pct_fpr": PROB,

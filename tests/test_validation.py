@@ -217,6 +217,7 @@ def test_choice_lists_match_the_code():
     from lightning.fabric.connector import _PRECISION_INPUT
 
     from synthgen import config_rules as cr
+    from synthgen.data.symmetries import SYMMETRIES
     from synthgen.export.stage import FORMATS
     from synthgen.metrics.utility import ARMS
     from synthgen.models.diffaugment import POLICIES
@@ -225,6 +226,7 @@ def test_choice_lists_match_the_code():
 
     assert set(cr.SAMPLERS) == set(SAMPLERS) and set(cr.PREDICTION_TYPES) == set(PREDICTION_TYPES)
     assert set(cr.ARMS) == set(ARMS) and set(cr.FORMATS) == set(FORMATS) and set(cr.DIFFAUGMENT) == set(POLICIES)
+    assert set(cr.SYMMETRY_NAMES) == set(SYMMETRIES)
     lightning = {v for lit in typing.get_args(_PRECISION_INPUT) for v in typing.get_args(lit)}
     assert set(cr.PRECISIONS) | {64, 32, 16} == lightning
 
