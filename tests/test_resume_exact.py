@@ -25,6 +25,7 @@ import torch
 from conftest import REPO, make_medmnist_npz
 from synthgen.config import compose
 from synthgen.data.prepare import prepare
+from synthgen.io import sha256_file
 
 BATCH = 8
 EVERY = 3  # batches between resume checkpoints: 3, 6, 9, ... are all mid-epoch up to 21
@@ -117,6 +118,8 @@ def test_sigkill_mid_epoch_then_rerun_gives_the_uninterrupted_weights(prepared, 
         differ = [k for k in a if a[k] != b[k]]
         assert not differ, f"{name}: {len(differ)} of {len(a)} tensors differ, e.g. {differ[:4]}"
     assert "not resumable" not in r.stderr, r.stderr[-3000:]
+    # the sampling checkpoint (whose sha256 the generated cohort and the export record) is the same file
+    assert sha256_file(straight / "models" / "generator.ckpt") == sha256_file(killed / "models" / "generator.ckpt")
 
 
 def _in_process(prepared: Path, run: Path, model: str, *extra: str) -> dict:
@@ -151,3 +154,18 @@ def test_max_time_budget_resumes_with_the_time_left(prepared, tmp_path, one_thre
     assert more["resumed_from_step"] == first["global_step"] and more["global_step"] > first["global_step"]
     # about 3 s were left; a clock started afresh would have trained for 5 s
     assert more["fit_seconds"] < 4.5, more
+
+
+@pytest.mark.parametrize("budget,first,then", [("max_steps", 4, 10), ("max_epochs", 1, 2)])
+def test_raising_the_budget_continues_the_same_run(prepared, tmp_path, one_thread, budget, first, then):
+    """A finished run re-run with a larger budget ends where an uninterrupted run with that budget ends: from
+    a stop mid-epoch (max_steps) and from an epoch end, where Lightning does not restore the loader itself."""
+    other = "trainer.max_steps=-1" if budget == "max_epochs" else "trainer.max_epochs=-1"
+    straight = _in_process(prepared, tmp_path / "straight", "ddpm", other, f"trainer.{budget}={then}")
+    _in_process(prepared, tmp_path / "extended", "ddpm", other, f"trainer.{budget}={first}")
+    extended = _in_process(prepared, tmp_path / "extended", "ddpm", other, f"trainer.{budget}={then}")
+    assert extended["resumed_from_step"] > 0 and extended["global_step"] == straight["global_step"]
+    assert extended["epochs"] == straight["epochs"] and extended["batches"] == straight["batches"]
+    for name in ("last.ckpt", "generator.ckpt"):
+        assert weights_digest(tmp_path / "straight" / "models" / name) == \
+            weights_digest(tmp_path / "extended" / "models" / name), name

@@ -101,6 +101,10 @@ class ResumeCheckpoint(L.Callback):
     Lightning's ``Timer``) is always checkpointed, and that checkpoint is kept at the end: the one Lightning would
     write in ``on_train_end`` records the unfinished epoch as finished, so raising the budget later would skip
     the rest of that epoch instead of continuing exactly.
+
+    The training loader's position (a :class:`~synthgen.data.resumable.ResumableLoader`) is also kept in the
+    synthgen block and handed back to the loader at ``on_train_start``: Lightning restores stateful loaders
+    itself only when it resumes mid-epoch, not from a checkpoint written after an epoch ended.
     """
 
     def __init__(self, path: str | os.PathLike, resume_key: str, every_s: float | None = 60.0,
@@ -111,6 +115,7 @@ class ResumeCheckpoint(L.Callback):
         self.every_n_batches = every_n_batches
         self._last = time.monotonic()
         self._saved_step: int | None = None  # global step of the last batch-end save
+        self._loader_state: dict[str, Any] | None = None  # loaded with a checkpoint, for on_train_start
 
     @staticmethod
     def _stopping(trainer: L.Trainer) -> bool:
@@ -144,9 +149,27 @@ class ResumeCheckpoint(L.Callback):
             return  # stopped mid-epoch right after a batch-end save: keep it (see the class docstring)
         self.save(trainer)
 
+    @staticmethod
+    def _train_loader(trainer: L.Trainer) -> Any:
+        loader = trainer.train_dataloader  # the DataLoader given to fit (None before fit sets it up)
+        return loader if hasattr(loader, "state_dict") and hasattr(loader, "load_state_dict") else None
+
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
         checkpoint["synthgen"] = synthgen_block(pl_module, self.resume_key)  # type: ignore[arg-type]
+        loader = self._train_loader(trainer)
+        if loader is not None:
+            checkpoint["synthgen"]["train_loader"] = loader.state_dict()
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        self._loader_state = (checkpoint.get("synthgen") or {}).get("train_loader")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        loader = self._train_loader(trainer)
+        if loader is not None and self._loader_state is not None:
+            loader.load_state_dict(self._loader_state)  # before the first batch is drawn (the loader is lazy)
+        self._loader_state = None
 
 
 def resume_state(path: str | os.PathLike, resume_key: str) -> tuple[Path, int] | None:

@@ -1,6 +1,11 @@
 """The train stage: ``data/prepared/{train,val}.npz`` -> ``models/last.ckpt`` (resume state),
 ``models/generator.ckpt`` (sampling weights), ``metrics/train.json`` and ``reports/train_losses.csv``.
 
+``metrics/train.json``: the training outcome (``model``, ``target``, ``parameters``, ``global_step``, ``batches``
+in all runs, complete ``epochs``), then what depends on how the run went: ``resumed_from_step``,
+``batches_this_run``, ``train_images_per_s``, ``fit_seconds``, ``stage_seconds`` and the ``final`` logged values
+(epoch means cover only the part of an epoch after a resume). Only the outcome reaches the dataset card.
+
 Any :class:`~synthgen.models.base.GeneratorModule` named by ``model._target_`` trains here: the stage builds
 it with ``class_names`` and ``image_shape`` from ``meta.json`` plus the model group's keys (minus ``name`` and
 ``batch_size``, which the stage reads), and a Lightning Trainer from the ``trainer`` group.
@@ -152,12 +157,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         model.prepare_for_sampling(seed=int(cfg.seed))
     steps_per_batch = max(1, len(trainer.optimizers)) if not model.automatic_optimization else 1
     batches_this_run = (trainer.global_step - start_step) // steps_per_batch
+    # Training outcome first (the dataset card shows these), then timings and resume bookkeeping (run-dependent:
+    # they stay in metrics/). Epochs are counted from the checkpointed batch counter, not Lightning's epoch
+    # counter, which skips a number when a run resumes from an end-of-training checkpoint.
     metrics = {
         "model": str(cfg.model.get("name", class_path(model))),
         "target": class_path(model),
         "parameters": int(sum(p.numel() for p in model.parameters())),
         "global_step": int(trainer.global_step),
-        "epochs": int(trainer.current_epoch),
+        "batches": int(model.rng_batches),
+        "epochs": int(model.rng_batches // max(1, len(train_dl))),
         "resumed_from_step": int(start_step),
         "batches_this_run": int(batches_this_run),
         "train_images_per_s": round(batches_this_run * batch_size / max(fit_s, 1e-9), 2),
