@@ -241,7 +241,8 @@ def test_checkpoint_loads_weights_only_and_samples_the_same(trained, tmp_path):
 
 def test_resume_continues_exactly(tmp_path):
     """3 steps + checkpoint + 3 resumed steps == 6 uninterrupted steps (raw and EMA weights, bit for bit),
-    although the global RNG is reseeded differently: training noise derives from (seed, step) only."""
+    although the global RNG is reseeded differently: training noise derives from (seed, checkpointed batch
+    counter) only. (tests/test_resume_exact.py kills a real training mid-epoch.)"""
     # one batch per epoch: the data order is Lightning's business, the noise is ours
     straight = fit(tiny(), 6)
     fit(tiny(), 3, ckpt_out=str(tmp_path / "a.ckpt"))

@@ -89,3 +89,36 @@ def test_card_redacts_absolute_paths_and_lists_only_training_budget(tmp_path):
     budget = text.split("Training budget:")[1].split("###")[0]
     assert "| trainer.max_steps | 120 |" in budget and "| train metric global_step | 7 |" in budget
     assert "generate." not in budget                               # sampling settings are not training budget
+
+
+def test_export_is_byte_identical_when_only_the_run_timings_differ(tmp_path):
+    """Two exports of the same cohort whose trainings took different times (and one was resumed) are
+    byte-identical, every file: timings and resume bookkeeping stay in metrics/, out of the export."""
+    import json
+
+    build_audited(tmp_path, n=12)
+    outcome = {"model": "cgan", "target": "synthgen.models.gan.ConditionalGAN", "parameters": 1234,
+               "global_step": 400, "batches": 200, "epochs": 3}
+    runs = [{"resumed_from_step": 0, "batches_this_run": 200, "train_images_per_s": 812.4, "fit_seconds": 15.8,
+             "stage_seconds": 18.2, "final": {"loss_d": 1.2, "loss_g_epoch": 0.7}},
+            {"resumed_from_step": 240, "batches_this_run": 80, "train_images_per_s": 377.0, "fit_seconds": 13.6,
+             "stage_seconds": 20.9, "final": {"loss_d": 1.2, "loss_g_epoch": 0.9}}]
+    evaluate = json.loads((tmp_path / "metrics/evaluate.json").read_text())
+    privacy = json.loads((tmp_path / "metrics/privacy.json").read_text())
+    outs = []
+    for i, run in enumerate(runs):
+        (tmp_path / "metrics/train.json").write_text(json.dumps({**outcome, **run}))
+        # timings a future metrics writer might add elsewhere must not leak either
+        (tmp_path / "metrics/evaluate.json").write_text(json.dumps({**evaluate, "fid_seconds": 3.0 + i}))
+        (tmp_path / "metrics/privacy.json").write_text(json.dumps({**privacy, "timings_s": {"total": 9.0 + i}}))
+        outs.append(export(export_cfg(tmp_path), out_dir=tmp_path / f"export{i}"))
+    files = sorted(p.relative_to(outs[0]) for p in outs[0].rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(outs[1]) for p in outs[1].rglob("*") if p.is_file())
+    for rel in files:
+        assert (outs[0] / rel).read_bytes() == (outs[1] / rel).read_bytes(), rel
+    card = (outs[0] / "README.md").read_text()
+    assert "| train metric global_step | 400 |" in card and "| train metric epochs | 3 |" in card
+    for run_dependent in ("fit_seconds", "images_per_s", "resumed_from_step", "batches_this_run", "loss_g_epoch",
+                          "fid_seconds", "timings_s"):
+        assert run_dependent not in card, run_dependent
+    assert "| fid | 12.5 |" in card  # other metrics are still there

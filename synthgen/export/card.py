@@ -10,7 +10,13 @@ No PHI: from the source cohort only aggregate, allow-listed fields of ``data/pre
 the configs and metrics every value whose key names a file system location (``path``, ``root``, ``*_path``,
 ``*_dir``, ...) and every absolute path (a folder name can carry a patient or site name) is replaced by
 ``<local path>``.
-The text depends only on its inputs (no timestamps), so the card is byte-identical across runs.
+The text depends only on what was trained and generated, never on how the runs went: no timestamps, and
+from the metrics files nothing run-dependent. From ``metrics/train.json`` only the training outcome is shown
+(:data:`TRAIN_RESULT_KEYS`: parameters, global step, epochs, batches); its timings and resume bookkeeping
+(``fit_seconds``, ``train_images_per_s``, ``resumed_from_step``, ``batches_this_run``, epoch-mean losses
+that depend on where a run was resumed) stay in ``metrics/``. From the other metrics files, keys that name a
+duration, a rate per second or a time stamp (:func:`is_run_dependent_key`) are left out. So two exports of
+the same cohort are byte-identical even when the trainings took different times or one was resumed.
 """
 
 from __future__ import annotations
@@ -32,6 +38,20 @@ _SOURCE_KEYS = ("kind", "name", "modality", "flavour")
 _BUDGET_KEYS = ("max_epochs", "max_steps", "max_time", "epochs", "steps", "batch_size", "max_batches",
                 "limit_train_batches", "precision", "accelerator", "devices")
 _TRAINING_GROUPS = ("model", "trainer", "train")
+#: the keys of ``metrics/train.json`` that describe the trained model (the rest is timing/bookkeeping).
+TRAIN_RESULT_KEYS = ("model", "target", "parameters", "global_step", "epochs", "batches")
+_RUN_DEPENDENT = re.compile(r"(^|_)(seconds|secs|elapsed|duration|wall|timings?|timestamp|hostname)(_|$)|_s$|_per_s$")
+
+
+def is_run_dependent_key(key: str) -> bool:
+    """True for a dotted metrics key one of whose parts names wall time, a rate per second or a time stamp
+    (``fit_seconds``, ``timings_s.total``, ``images_per_s``): such values differ between identical runs."""
+    return any(_RUN_DEPENDENT.search(part.lower()) for part in str(key).split("."))
+
+
+def run_independent(metrics: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Flattened scalars of a metrics file without its run-dependent keys (paths redacted)."""
+    return {k: v for k, v in flatten_scalars(redact_paths(metrics or {})).items() if not is_run_dependent_key(k)}
 
 
 def _is_path_key(key: str) -> bool:
@@ -219,7 +239,8 @@ def render_card(cohort: AuditedCohort, index: Mapping[str, Any], export_cfg: Map
     # the generate stage records the model config, so the budget actually spent comes from metrics/train.json.
     budget = [(k, v) for k, v in flatten_scalars(cfg).items()
               if k.split(".")[0] in _TRAINING_GROUPS and k.split(".")[-1] in _BUDGET_KEYS]
-    budget += [(f"train metric {k}", v) for k, v in flatten_scalars(redact_paths(train or {})).items()]
+    budget += [(f"train metric {k}", v) for k, v in run_independent(train).items()
+               if k in TRAIN_RESULT_KEYS]
     out.append("Training budget:\n")
     out.append((_table(("setting", "value"), budget) if budget else "not recorded") + "\n")
     out.append("### Full configuration\n")
@@ -229,13 +250,13 @@ def render_card(cohort: AuditedCohort, index: Mapping[str, Any], export_cfg: Map
     out.append("```yaml\n" + yaml.safe_dump(redact_paths(dict(export_cfg)), sort_keys=True).rstrip() + "\n```\n")
 
     out.append("## Evaluation\n")
-    ev = flatten_scalars(redact_paths(evaluate or {}))
+    ev = run_independent(evaluate)
     out.append((_table(("metric", "value"), list(ev.items())) if ev else
                 "No evaluation metrics (`metrics/evaluate.json`) were available.") + "\n")
 
     out.append("## Privacy report\n")
-    summary = flatten_scalars(redact_paths(cohort.privacy_summary))
-    summary.update({f"metrics.{k}": v for k, v in flatten_scalars(redact_paths(privacy or {})).items()})
+    summary = run_independent(cohort.privacy_summary)
+    summary.update({f"metrics.{k}": v for k, v in run_independent(privacy).items()})
     out.append("Only samples the privacy gate kept are exported (gate summary from `cohort.json`, details "
                "from `metrics/privacy.json`):\n")
     out.append(_table(("field", "value"), list(summary.items())) + "\n")

@@ -89,8 +89,22 @@ class ResumeCheckpoint(L.Callback):
     """Write the full training state to ``path`` (atomically) every ``every_s`` seconds or every
     ``every_n_batches`` batches, and at the end of training; tag it with the synthgen block.
 
-    Works with manual optimization (Lightning's ``ModelCheckpoint`` skips its time rule there). Under DDP
-    rank 0's clock decides and the decision is broadcast, so every rank enters ``save_checkpoint`` together.
+    Saves happen in ``on_train_batch_end``, i.e. at a batch boundary: the batch's optimizer steps, scheduler
+    step and EMA update are done (modules must not update weights in their own ``on_train_batch_end``, which
+    Lightning runs after the callbacks'), and Lightning resumes with the next batch. The file is written to a
+    temp sibling, flushed to disk, then renamed over ``path``: a kill at any moment leaves the previous or the
+    new checkpoint, never a torn one. Works with manual optimization (Lightning's ``ModelCheckpoint`` skips its
+    time rule there). Under DDP rank 0's clock decides and the decision is broadcast, so every rank enters
+    ``save_checkpoint`` together.
+
+    The batch at which training stops mid-epoch (``max_steps``, or ``max_time`` when this callback runs after
+    Lightning's ``Timer``) is always checkpointed, and that checkpoint is kept at the end: the one Lightning would
+    write in ``on_train_end`` records the unfinished epoch as finished, so raising the budget later would skip
+    the rest of that epoch instead of continuing exactly.
+
+    The training loader's position (a :class:`~synthgen.data.resumable.ResumableLoader`) is also kept in the
+    synthgen block and handed back to the loader at ``on_train_start``: Lightning restores stateful loaders
+    itself only when it resumes mid-epoch, not from a checkpoint written after an epoch ended.
     """
 
     def __init__(self, path: str | os.PathLike, resume_key: str, every_s: float | None = 60.0,
@@ -100,6 +114,12 @@ class ResumeCheckpoint(L.Callback):
         self.every_s = every_s
         self.every_n_batches = every_n_batches
         self._last = time.monotonic()
+        self._saved_step: int | None = None  # global step of the last batch-end save
+        self._loader_state: dict[str, Any] | None = None  # loaded with a checkpoint, for on_train_start
+
+    @staticmethod
+    def _stopping(trainer: L.Trainer) -> bool:
+        return bool(trainer.should_stop) or 0 < int(trainer.max_steps) <= int(trainer.global_step)
 
     def _due(self, trainer: L.Trainer) -> bool:
         if self.every_n_batches:
@@ -111,21 +131,45 @@ class ResumeCheckpoint(L.Callback):
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
             os.replace(tmp, self.path)
         trainer.strategy.barrier("resume_checkpoint")
         self._last = time.monotonic()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if self._due(trainer):
+        if self._due(trainer) or self._stopping(trainer):
             self.save(trainer)
+            self._saved_step = int(trainer.global_step)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        done_in_epoch = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        if self._saved_step == int(trainer.global_step) and done_in_epoch < trainer.num_training_batches:
+            return  # stopped mid-epoch right after a batch-end save: keep it (see the class docstring)
         self.save(trainer)
+
+    @staticmethod
+    def _train_loader(trainer: L.Trainer) -> Any:
+        loader = trainer.train_dataloader  # the DataLoader given to fit (None before fit sets it up)
+        return loader if hasattr(loader, "state_dict") and hasattr(loader, "load_state_dict") else None
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
         checkpoint["synthgen"] = synthgen_block(pl_module, self.resume_key)  # type: ignore[arg-type]
+        loader = self._train_loader(trainer)
+        if loader is not None:
+            checkpoint["synthgen"]["train_loader"] = loader.state_dict()
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        self._loader_state = (checkpoint.get("synthgen") or {}).get("train_loader")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        loader = self._train_loader(trainer)
+        if loader is not None and self._loader_state is not None:
+            loader.load_state_dict(self._loader_state)  # before the first batch is drawn (the loader is lazy)
+        self._loader_state = None
 
 
 def resume_state(path: str | os.PathLike, resume_key: str) -> tuple[Path, int] | None:

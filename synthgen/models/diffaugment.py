@@ -2,8 +2,10 @@
 
 The same random transform family is applied to real and fake images before the discriminator, in both the
 discriminator and the generator step, so the discriminator cannot memorise the few real images while the
-generator still receives gradients through the (differentiable) transforms. Randomness comes from torch's
-global generator, which ``lightning.seed_everything`` seeds.
+generator still receives gradients through the (differentiable) transforms. Randomness comes from the
+``generator`` argument (drawn on CPU, then moved to the images' device, so a checkpointed generator makes
+training resumable: :meth:`synthgen.models.base.GeneratorModule.training_generator`), or from torch's global
+RNG on the images' device when it is None.
 
 No policy flips or rotates (checked for issue 13): color, translation and cutout keep left and right where
 they are, so nothing here depends on the data source's ``data.symmetries`` (a flip turns a left organ into a
@@ -18,32 +20,48 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+Gen = torch.Generator | None
 
-def brightness(x: torch.Tensor) -> torch.Tensor:
+
+def _rand(x: torch.Tensor, shape: Sequence[int], generator: Gen) -> torch.Tensor:
+    """``U[0, 1)`` of ``shape`` in ``x``'s dtype on ``x``'s device (drawn on CPU from ``generator`` if given)."""
+    if generator is None:
+        return torch.rand(tuple(shape), device=x.device, dtype=x.dtype)
+    return torch.rand(tuple(shape), generator=generator).to(device=x.device, dtype=x.dtype)
+
+
+def _randint(x: torch.Tensor, low: int, high: int, shape: Sequence[int], generator: Gen) -> torch.Tensor:
+    """Integers in ``[low, high)`` of ``shape`` on ``x``'s device (drawn on CPU from ``generator`` if given)."""
+    if generator is None:
+        return torch.randint(low, high, tuple(shape), device=x.device)
+    return torch.randint(low, high, tuple(shape), generator=generator).to(x.device)
+
+
+def brightness(x: torch.Tensor, generator: Gen = None) -> torch.Tensor:
     """Add a per-image offset in ``[-0.5, 0.5)`` (images in ``[-1, 1]``)."""
-    return x + (torch.rand(x.size(0), 1, 1, 1, device=x.device, dtype=x.dtype) - 0.5)
+    return x + (_rand(x, (x.size(0), 1, 1, 1), generator) - 0.5)
 
 
-def saturation(x: torch.Tensor) -> torch.Tensor:
+def saturation(x: torch.Tensor, generator: Gen = None) -> torch.Tensor:
     """Scale the deviation from the channel mean by ``[0, 2)`` (identity for one channel)."""
     if x.size(1) == 1:
         return x
     mean = x.mean(dim=1, keepdim=True)
-    return (x - mean) * (torch.rand(x.size(0), 1, 1, 1, device=x.device, dtype=x.dtype) * 2) + mean
+    return (x - mean) * (_rand(x, (x.size(0), 1, 1, 1), generator) * 2) + mean
 
 
-def contrast(x: torch.Tensor) -> torch.Tensor:
+def contrast(x: torch.Tensor, generator: Gen = None) -> torch.Tensor:
     """Scale the deviation from the image mean by ``[0.5, 1.5)``."""
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return (x - mean) * (torch.rand(x.size(0), 1, 1, 1, device=x.device, dtype=x.dtype) + 0.5) + mean
+    return (x - mean) * (_rand(x, (x.size(0), 1, 1, 1), generator) + 0.5) + mean
 
 
-def translation(x: torch.Tensor, ratio: float = 0.125) -> torch.Tensor:
+def translation(x: torch.Tensor, generator: Gen = None, ratio: float = 0.125) -> torch.Tensor:
     """Shift each image by up to ``ratio`` of its side in each axis, zero padding (pixel-exact gather)."""
     n, _, h, w = x.shape
     sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    tx = torch.randint(-sh, sh + 1, (n, 1, 1), device=x.device)
-    ty = torch.randint(-sw, sw + 1, (n, 1, 1), device=x.device)
+    tx = _randint(x, -sh, sh + 1, (n, 1, 1), generator)
+    ty = _randint(x, -sw, sw + 1, (n, 1, 1), generator)
     gi, gj = torch.meshgrid(torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij")
     gi = torch.clamp(gi[None] + tx + 1, 0, h + 1)
     gj = torch.clamp(gj[None] + ty + 1, 0, w + 1)
@@ -53,12 +71,12 @@ def translation(x: torch.Tensor, ratio: float = 0.125) -> torch.Tensor:
     return out.permute(0, 3, 1, 2).contiguous()
 
 
-def cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
+def cutout(x: torch.Tensor, generator: Gen = None, ratio: float = 0.5) -> torch.Tensor:
     """Zero one random square of side ``ratio * side`` per image."""
     n, _, h, w = x.shape
     ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    oy = torch.randint(0, h + (1 - ch % 2), (n, 1, 1), device=x.device)
-    ox = torch.randint(0, w + (1 - cw % 2), (n, 1, 1), device=x.device)
+    oy = _randint(x, 0, h + (1 - ch % 2), (n, 1, 1), generator)
+    ox = _randint(x, 0, w + (1 - cw % 2), (n, 1, 1), generator)
     gy = torch.arange(h, device=x.device)[None, :, None]
     gx = torch.arange(w, device=x.device)[None, None, :]
     top, left = oy - ch // 2, ox - cw // 2  # the square may hang over the border (then it is clipped)
@@ -66,7 +84,7 @@ def cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
     return x * (~inside).to(x.dtype)[:, None]
 
 
-POLICIES: dict[str, Sequence[Callable[[torch.Tensor], torch.Tensor]]] = {
+POLICIES: dict[str, Sequence[Callable[[torch.Tensor, Gen], torch.Tensor]]] = {
     "color": (brightness, saturation, contrast),
     "translation": (translation,),
     "cutout": (cutout,),
@@ -82,9 +100,10 @@ def parse_policy(policy: str) -> list[str]:
     return names
 
 
-def diff_augment(x: torch.Tensor, policy: str) -> torch.Tensor:
-    """Apply the comma-separated ``policy`` to ``x`` ``(N, C, H, W)`` in ``[-1, 1]``; same shape back."""
+def diff_augment(x: torch.Tensor, policy: str, generator: Gen = None) -> torch.Tensor:
+    """Apply the comma-separated ``policy`` to ``x`` ``(N, C, H, W)`` in ``[-1, 1]``; same shape back.
+    Every random draw comes from ``generator`` (on CPU; None: torch's global RNG)."""
     for name in parse_policy(policy):
         for fn in POLICIES[name]:
-            x = fn(x)
+            x = fn(x, generator)
     return x

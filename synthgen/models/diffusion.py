@@ -45,10 +45,11 @@ class DiffusionModule(GeneratorModule):
         ema_decay: decay of the weight EMA used for sampling.
         autocast: run the network under bf16 autocast.
         max_batch: largest batch one network call sees in :meth:`generate` (memory bound only).
-        seed: seeds the training noise: step ``n`` on rank ``r`` draws its timesteps, noise and label
-            dropout from a generator seeded by ``(seed, n, r)``, never from global RNG state or the batch
-            index (Lightning renumbers batches after a mid-epoch resume), so a resumed run draws the same
-            noise as an uninterrupted one (micro-batches accumulated into one step share one draw).
+        seed: seeds the training noise: training batch ``b`` on rank ``r`` draws its timesteps, noise and
+            label dropout from a CPU generator seeded by ``(seed, "noise", r, b)``
+            (:meth:`~synthgen.models.base.GeneratorModule.training_generator`; ``b`` is checkpointed), and
+            UNet dropout from the global RNG reseeded by ``(seed, "global", r, b)``: never from leftover
+            global RNG state or Lightning's batch index, so a resumed run draws what an uninterrupted one drew.
         name: generator name recorded in the generated cohort's metadata.
     """
 
@@ -115,11 +116,10 @@ class DiffusionModule(GeneratorModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         images, labels = self._unpack(batch)
         n, dev = images.shape[0], images.device
-        g = torch.Generator(device=dev).manual_seed(
-            (int(self.hparams.seed) * 1_000_003 + self.global_step) * 1_009 + self.global_rank)
-        t = torch.randint(0, self.schedule.num_timesteps, (n,), device=dev, generator=g)
-        eps = torch.randn(images.shape, device=dev, generator=g)
-        drop = torch.rand(n, device=dev, generator=g) < self.hparams.label_dropout
+        g = self.training_generator("noise")  # CPU draws: the same values on any device, resumable
+        t = torch.randint(0, self.schedule.num_timesteps, (n,), generator=g).to(dev)
+        eps = torch.randn(tuple(images.shape), generator=g).to(dev)
+        drop = (torch.rand(n, generator=g) < self.hparams.label_dropout).to(dev)
         labels = torch.where(drop, torch.full_like(labels, self.null_label), labels.long())
         loss = self.diffusion_loss(images, labels, t, eps).mean()
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
@@ -145,13 +145,19 @@ class DiffusionModule(GeneratorModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.update_ema()
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """The optimizer step, then the EMA update. Here rather than in ``on_train_batch_end``: Lightning runs
+        the module's ``on_train_batch_end`` after the callbacks' (where the resume checkpoint is written), so a
+        checkpoint would miss that batch's EMA update; this also updates once per optimizer step when
+        gradients are accumulated."""
+        super().optimizer_step(*args, **kwargs)
+        self.update_ema(self.global_step + 1)  # Lightning counts this step only after the hook returns
 
     @torch.no_grad()
-    def update_ema(self) -> None:
-        """``ema <- d * ema + (1 - d) * net`` with ``d = min(ema_decay, (1 + n) / (10 + n))``."""
-        n = self.global_step
+    def update_ema(self, n: int | None = None) -> None:
+        """``ema <- d * ema + (1 - d) * net`` with ``d = min(ema_decay, (1 + n) / (10 + n))``, ``n`` the optimizer
+        steps taken so far (default ``global_step``)."""
+        n = self.global_step if n is None else int(n)
         d = min(float(self.hparams.ema_decay), (1 + n) / (10 + n))
         ema = list(self.ema_net.parameters()) + list(self.ema_net.buffers())
         cur = list(self.net.parameters()) + list(self.net.buffers())

@@ -13,6 +13,11 @@ different latents of one class to different images. ``lambda_div = diversity_wei
 an exponential moving average of the generator weights is updated (the discriminator is not averaged);
 sampling uses the EMA generator in eval mode with BatchNorm statistics recomputed for the EMA weights
 (:meth:`prepare_for_sampling`).
+
+Randomness: training batch ``b`` on rank ``r`` draws its latents from the CPU generator of stream
+``"latent"`` and its DiffAugment transforms from stream ``"augment"``, both seeded by ``(seed, stream, r, b)``
+(:meth:`~synthgen.models.base.GeneratorModule.training_generator`, ``b`` checkpointed): a run resumed from any
+batch boundary draws what the uninterrupted run drew.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ class ConditionalGAN(GeneratorModule):
         mbstd_group: group size of the discriminator's minibatch-stddev feature (0 = off).
         autocast: run G and D under bf16 autocast while training (weights, optimizer state and the EMA
             stay float32; sampling runs in float32).
+        seed: seeds the training draws (latents, DiffAugment); see the module docstring.
     """
 
     def __init__(self, class_names: Sequence[str], image_shape: Sequence[int], z_dim: int = 64,
@@ -65,7 +71,7 @@ class ConditionalGAN(GeneratorModule):
                  lr_d: float = 4e-4, betas: Sequence[float] = (0.0, 0.99), ema_decay: float = 0.999,
                  diffaugment: str = "color,translation", standing_stats_batches: int = 16,
                  diversity_weight: float = 0.0, autocast: bool = False, mbstd_group: int = 0,
-                 hierarchical_z: bool = False) -> None:
+                 hierarchical_z: bool = False, seed: int = 0) -> None:
         super().__init__()
         self.class_names = [str(c) for c in class_names]
         c, h, w = (int(v) for v in image_shape)
@@ -80,7 +86,8 @@ class ConditionalGAN(GeneratorModule):
                                    "diffaugment": str(diffaugment),
                                    "standing_stats_batches": int(standing_stats_batches),
                                    "diversity_weight": float(diversity_weight), "autocast": bool(autocast),
-                                   "mbstd_group": int(mbstd_group), "hierarchical_z": bool(hierarchical_z)})
+                                   "mbstd_group": int(mbstd_group), "hierarchical_z": bool(hierarchical_z),
+                                   "seed": int(seed)})
         self.automatic_optimization = False
         n = len(self.class_names)
         self.generator = Generator(z_dim, n, c, h, width=g_width, embed_dim=embed_dim,
@@ -101,23 +108,25 @@ class ConditionalGAN(GeneratorModule):
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
                               enabled=bool(self.hparams.autocast))
 
-    def _d(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _d(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``D(T(x), y)`` ``(N,)`` float32; ``T``'s draws come from ``generator`` (None: torch's global RNG)."""
         with self._autocast():
-            return self.discriminator(diff_augment(x, self.hparams.diffaugment), y).float()
+            return self.discriminator(diff_augment(x, self.hparams.diffaugment, generator=generator), y).float()
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
         """``batch = (images (N, C, H, W) in [0, 1], labels (N,))``; one D step, one G step, one EMA update."""
         real, y = batch
         real = real * 2 - 1
         opt_g, opt_d = self.optimizers()
-        z, y_fake, fake = self.fake_batch(y)
+        aug = self.training_generator("augment")
+        z, y_fake, fake = self.fake_batch(y, generator=self.training_generator("latent"))
         # One generator pass serves both steps: detached for D, then through the updated D for G.
-        loss_d, d_real, d_fake = self.discriminator_loss(real, y, fake.detach(), y_fake)
+        loss_d, d_real, d_fake = self.discriminator_loss(real, y, fake.detach(), y_fake, generator=aug)
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(loss_d)
         opt_d.step()
 
-        loss_g, loss_adv, ratio = self.generator_loss(fake, y_fake, z)
+        loss_g, loss_adv, ratio = self.generator_loss(fake, y_fake, z, generator=aug)
         logs = {} if ratio is None else {"ms_ratio": ratio.detach()}
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss_g)
@@ -128,29 +137,38 @@ class ConditionalGAN(GeneratorModule):
                        "d_real": d_real.detach().mean(), "d_fake": d_fake.detach().mean(), **logs},
                       prog_bar=True, on_step=True, on_epoch=False, batch_size=real.size(0))
 
-    def fake_batch(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def fake_batch(self, y: torch.Tensor, generator: torch.Generator | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(z (N, Z), y_fake (N,), fake (N, C, H, W) in (-1, 1) float32)`` for real labels ``y (N,)``.
 
         With the mode-seeking loss on, the fakes come in pairs ``(i, i + N/2)`` sharing a label
-        (``y_fake = [y[:N/2], y[:N/2]]``); otherwise ``y_fake = y``."""
+        (``y_fake = [y[:N/2], y[:N/2]]``); otherwise ``y_fake = y``. ``z ~ N(0, I)`` is drawn on CPU from
+        ``generator`` (None: torch's global RNG, on the module's device)."""
         half = y.size(0) // 2
         paired = float(self.hparams.diversity_weight) > 0 and half > 0
         y_fake = torch.cat([y[:half], y[:half]]) if paired else y
-        z = torch.randn(y_fake.size(0), self.hparams.z_dim, device=self.device)
+        if generator is None:
+            z = torch.randn(y_fake.size(0), self.hparams.z_dim, device=self.device)
+        else:
+            z = torch.randn(y_fake.size(0), self.hparams.z_dim, generator=generator).to(self.device)
         with self._autocast():
             fake = self.generator(z, y_fake).float()
         return z, y_fake, fake
 
-    def discriminator_loss(self, real: torch.Tensor, y: torch.Tensor, fake: torch.Tensor,
-                           y_fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Hinge loss ``E[relu(1 - D(T(x)))] + E[relu(1 + D(T(G(z))))]`` and the two score vectors."""
-        d_real, d_fake = self._d(real, y), self._d(fake, y_fake)
+    def discriminator_loss(self, real: torch.Tensor, y: torch.Tensor, fake: torch.Tensor, y_fake: torch.Tensor,
+                           generator: torch.Generator | None = None
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Hinge loss ``E[relu(1 - D(T(x)))] + E[relu(1 + D(T(G(z))))]`` and the two score vectors
+        (``T``'s draws from ``generator``)."""
+        d_real, d_fake = self._d(real, y, generator), self._d(fake, y_fake, generator)
         return F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean(), d_real, d_fake
 
-    def generator_loss(self, fake: torch.Tensor, y_fake: torch.Tensor,
-                       z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """``(L_G, adversarial part, mode-seeking ratio or None)`` for a :meth:`fake_batch`."""
-        loss_adv = -self._d(fake, y_fake).mean()
+    def generator_loss(self, fake: torch.Tensor, y_fake: torch.Tensor, z: torch.Tensor,
+                       generator: torch.Generator | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(L_G, adversarial part, mode-seeking ratio or None)`` for a :meth:`fake_batch` (``T``'s draws
+        from ``generator``)."""
+        loss_adv = -self._d(fake, y_fake, generator).mean()
         half = fake.size(0) // 2
         div_w = float(self.hparams.diversity_weight)
         if div_w <= 0 or half == 0:

@@ -1,14 +1,25 @@
 """The train stage: ``data/prepared/{train,val}.npz`` -> ``models/last.ckpt`` (resume state),
 ``models/generator.ckpt`` (sampling weights), ``metrics/train.json`` and ``reports/train_losses.csv``.
 
+``metrics/train.json``: the training outcome (``model``, ``target``, ``parameters``, ``global_step``, ``batches``
+in all runs, complete ``epochs``), then what depends on how the run went: ``resumed_from_step``,
+``batches_this_run``, ``train_images_per_s``, ``fit_seconds``, ``stage_seconds`` and the ``final`` logged values
+(epoch means cover only the part of an epoch after a resume). Only the outcome reaches the dataset card.
+
 Any :class:`~synthgen.models.base.GeneratorModule` named by ``model._target_`` trains here: the stage builds
 it with ``class_names`` and ``image_shape`` from ``meta.json`` plus the model group's keys (minus ``name`` and
 ``batch_size``, which the stage reads), and a Lightning Trainer from the ``trainer`` group.
 
-Resume: ``models/last.ckpt`` is rewritten atomically every ``train.checkpoint_every_s`` seconds and at the
-end. A re-run whose model config, seed and training images are unchanged continues from it (global step,
-optimizer state, the elapsed part of ``trainer.max_time``); anything else starts afresh. Budget keys
-(``max_time``, ``max_steps``, ``max_epochs``) are not part of that key, so raising a budget extends a run.
+Resume: ``models/last.ckpt`` is rewritten atomically at a batch boundary every ``train.checkpoint_every_s``
+seconds (or every ``train.checkpoint_every_n_batches`` batches) and at the end. A re-run whose model config,
+seed and training images are unchanged continues from it; anything else starts afresh. The checkpoint holds
+everything the next batch depends on: weights, EMA weights, optimizer and scheduler state, step and epoch
+counters, the position within the epoch of the seeded shuffling loader (:mod:`synthgen.data.resumable`) and the
+training random state (:meth:`GeneratorModule.training_generator`), so with a step or epoch budget a run
+killed at any moment and run again ends with the weights of an uninterrupted run, bit for bit (same machine
+and software). With ``trainer.max_time`` it continues with the time the checkpoint recorded as spent; how far
+that budget gets depends on the machine's speed, so the weights are not reproducible then anyway. Budget keys
+(``max_time``, ``max_steps``, ``max_epochs``) are not part of the resume key, so raising a budget extends a run.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 from ..data.prepared import load_meta, load_split
+from ..data.resumable import ResumableLoader
 from ..errors import ConfigError, InputError
 from ..io import dumps_json, sha256_file, write_json
 from .base import GeneratorModule
@@ -65,20 +77,28 @@ def resume_key(cfg: DictConfig, train_file: Path) -> str:
     return hashlib.sha256(dumps_json(ident).encode()).hexdigest()[:16]
 
 
-def _loader(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bool, seed: int,
-            num_workers: int, drop_last: bool) -> DataLoader:
-    ds = TensorDataset(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels))
-    return DataLoader(ds, batch_size=min(batch_size, len(ds)), shuffle=shuffle, drop_last=drop_last,
-                      num_workers=num_workers, generator=torch.Generator().manual_seed(seed))
+def _dataset(images: np.ndarray, labels: np.ndarray) -> TensorDataset:
+    return TensorDataset(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels))
+
+
+def train_loader(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int,
+                 num_workers: int = 0) -> ResumableLoader:
+    """Shuffled training batches (last partial batch dropped): epoch ``e`` visits a permutation seeded by
+    ``(seed, e)``, and the position within the epoch is checkpointed (:class:`ResumableLoader`)."""
+    ds = _dataset(images, labels)
+    return ResumableLoader(ds, batch_size=min(batch_size, len(ds)), seed=seed, shuffle=True, drop_last=True,
+                           num_workers=num_workers)
 
 
 def build_trainer(trainer_cfg: DictConfig, callbacks: list[L.Callback], root: Path) -> L.Trainer:
     """``lightning.Trainer`` from the ``trainer`` group plus the stage's callbacks (no logger: the stage
-    writes its own loss CSV; no default ModelCheckpoint: :class:`ResumeCheckpoint` replaces it)."""
+    writes its own loss CSV; no default ModelCheckpoint: :class:`ResumeCheckpoint` replaces it; no
+    DistributedSampler: the training loader's sampler splits epochs over DDP ranks itself, resumably)."""
     from hydra.utils import instantiate
 
     kwargs = OmegaConf.to_container(trainer_cfg, resolve=True)
     kwargs.setdefault("_target_", "lightning.pytorch.Trainer")
+    kwargs["use_distributed_sampler"] = False
     return instantiate(kwargs, callbacks=callbacks, logger=False, enable_checkpointing=False,
                        default_root_dir=str(root), _convert_="all")
 
@@ -115,12 +135,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                              every_n_batches=int(every_n) if every_n else None)
     curve = LossCurve(Path(cfg.paths.reports) / "train_losses.csv",
                       every_n_batches=int(cfg.trainer.get("log_every_n_steps") or 25))
-    trainer = build_trainer(cfg.trainer, [saver, curve], models_dir)
+    # The curve before the saver: a checkpoint then holds the curve row of the batch it was written at.
+    trainer = build_trainer(cfg.trainer, [curve, saver], models_dir)
+    # ... and after Lightning's Timer, so that the batch where max_time runs out is saved as the last one.
+    trainer.callbacks.remove(saver)
+    trainer.callbacks.append(saver)
 
     workers = int(cfg.train.get("num_workers") or 0)
-    train_dl = _loader(train_set.images, train_set.labels, batch_size, True, int(cfg.seed), workers, True)
-    val_dl = _loader(val_set.images, val_set.labels, batch_size, False, int(cfg.seed), workers, False) \
-        if len(val_set) else None
+    train_dl = train_loader(train_set.images, train_set.labels, batch_size, int(cfg.seed), workers)
+    val_dl = DataLoader(_dataset(val_set.images, val_set.labels), batch_size=min(batch_size, len(val_set)),
+                        shuffle=False, num_workers=workers) if len(val_set) else None
     t_fit = time.perf_counter()
     trainer.fit(model, train_dataloaders=train_dl, val_dataloaders=val_dl,
                 ckpt_path=str(ckpt_path) if ckpt_path else None)
@@ -133,12 +157,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         model.prepare_for_sampling(seed=int(cfg.seed))
     steps_per_batch = max(1, len(trainer.optimizers)) if not model.automatic_optimization else 1
     batches_this_run = (trainer.global_step - start_step) // steps_per_batch
+    # Training outcome first (the dataset card shows these), then timings and resume bookkeeping (run-dependent:
+    # they stay in metrics/). Epochs are counted from the checkpointed batch counter, not Lightning's epoch
+    # counter, which skips a number when a run resumes from an end-of-training checkpoint.
     metrics = {
         "model": str(cfg.model.get("name", class_path(model))),
         "target": class_path(model),
         "parameters": int(sum(p.numel() for p in model.parameters())),
         "global_step": int(trainer.global_step),
-        "epochs": int(trainer.current_epoch),
+        "batches": int(model.rng_batches),
+        "epochs": int(model.rng_batches // max(1, len(train_dl))),
         "resumed_from_step": int(start_step),
         "batches_this_run": int(batches_this_run),
         "train_images_per_s": round(batches_this_run * batch_size / max(fit_s, 1e-9), 2),
