@@ -71,4 +71,4 @@ def test_near_duplicate_check_can_be_skipped_and_bad_shares_refused(tmp_path):
     assert meta["near_duplicates"] is None
     assert "Near-duplicates" not in "\n".join(splits_section(meta))
     expect_prepare_error(tmp_path, ["data=medmnist", f"data.path={src}", "data.split.holdout_from_val=1"],
-                         "data.split.holdout_from_val", "between 0 and 1")
+                         "data.split.holdout_from_val", "expected a number in (0, 1)")
