@@ -7,7 +7,7 @@
 
 import sys
 
-from synthgen.cli import run_stage
+from synthgen.runner import run_stage
 from synthgen.config import load_config
 
 

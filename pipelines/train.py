@@ -7,7 +7,7 @@ Killing it and running it again continues from models/last.ckpt.
 
 import sys
 
-from synthgen.cli import run_stage
+from synthgen.runner import run_stage
 from synthgen.config import load_config
 
 

@@ -1,35 +1,10 @@
-"""Shared entry-point plumbing: one-line errors, logging, and the ``synthgen`` console script."""
+"""The ``synthgen`` console script (``audit``, ``verify``, ``version``); stage scripts use :mod:`synthgen.runner`."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-from typing import Callable, Sequence
-
-from .errors import InputError, WriteError, is_disk_error
-
-
-def run_stage(main: Callable[[Sequence[str]], object], argv: Sequence[str] | None = None) -> int:
-    """Run a stage's ``main(overrides)``; bad input ends in one line on stderr and exit code 2."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        main(argv)
-    except InputError as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return 2
-    except OSError as e:  # a write outside synthgen.io.atomic_path refused by the file system
-        if not is_disk_error(e):
-            raise
-        print(f"error: {WriteError(e.filename, e, cleaned=False)}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def one_line(e: BaseException) -> str:
-    """``str(e)`` on one line (a message quoting a multi-line value must not break the one-line rule)."""
-    return " ".join(str(e).split("\n")).strip()
+from typing import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:

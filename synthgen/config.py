@@ -226,7 +226,7 @@ def _unknown_key(key: str, overrides: Sequence[str], config_dir: Path | None, co
 if __name__ == "__main__":  # pragma: no cover
     import sys
 
-    from .cli import run_stage
+    from .runner import run_stage
 
     def _main(argv: Sequence[str]) -> None:
         write_params(overrides=argv)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from export_fixture import REPO, build_audited, export_overrides
-from synthgen.cli import run_stage
+from synthgen.runner import run_stage
 from synthgen.errors import WriteError
 from synthgen.io import atomic_path, save_npz, write_json
 
