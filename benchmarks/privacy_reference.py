@@ -91,6 +91,7 @@ def _row(name: str, mode: str, res, holdout: int, seconds: float) -> dict:
     return {"cohort": name, "holdout": holdout, "reference": mode, "audit_s": seconds,
             "reference_scores_s": res.timings.get("reference_scores"),
             "flagged_share_ref": f["share_ref_matched"], "flagged_limit": f["limit"], "flagged_p_value": f["p_value"],
+            "flagged_min_failing_share": f["min_failing_share"],
             "flagged_gate": "pass" if f["passed"] else "fail",
             "old_flagged_rule": "pass" if f["constant_rule_passed"] else "fail",
             "share_syn": d["share_syn"], "share_ref": d["share_ref_matched"],
@@ -140,12 +141,13 @@ def main() -> None:
               f"{r['dcr_gate']} | {'pass' if r['passed'] else 'fail'} | {', '.join(r['failed_gates']) or '-'} | "
               f"{r['mia_auc']:.3f} | {r['mia_control_auc']:.3f} |")
     print("\n| holdout | cohort | reference | flagged | flagged (ref, matched) | limit | p | old rule (> 2%) | "
-          "flagged gate | audit s | reference scoring s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "flagged gate | fails from | audit s | reference scoring s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['holdout']} | {r['cohort']} | {r['reference']} | {r['flagged_share']:.2%} | "
               f"{r['flagged_share_ref']:.2%} | {r['flagged_limit']:.2%} | {r['flagged_p_value']:.2g} | "
-              f"{r['old_flagged_rule']} | {r['flagged_gate']} | {r['audit_s']:.1f} | {r['reference_scores_s']:.1f} |")
+              f"{r['old_flagged_rule']} | {r['flagged_gate']} | {r['flagged_min_failing_share']:.1%} | {r['audit_s']:.1f} | "
+              f"{r['reference_scores_s']:.1f} |")
     write_json(a.out, {"data": a.data, "gamma": a.gamma, "sizes": SIZES, "holdout_sizes": a.holdout_sizes,
                        "memorizing_mse": mse, "config": cfg, "rows": rows})
     print(f"wrote {a.out}")

@@ -105,3 +105,15 @@ def test_allocate_and_reference_rows():
     assert len(reference_rows(yr, np.array([7, 7]), 100, seed=0)) == 100                  # no shared class
     assert class_counts(np.array([1, 0, 1, 0], bool), np.array([0, 0, 1, 2])) == {
         0: {"n": 2, "flagged": 1}, 1: {"n": 1, "flagged": 1}, 2: {"n": 1, "flagged": 0}}
+
+
+@pytest.mark.parametrize("n, ref", [(400, (2000, 10)), (526, (500, 15)), (400, (80, 3))])
+def test_min_failing_share_is_the_gates_resolution(n, ref):
+    g = flagged_gate(_stats(_counts(n, 0), _counts(*ref)), GATES)
+    k = int(round(g["min_failing_share"] * n))
+    assert not flagged_gate(_stats(_counts(n, k), _counts(*ref)), GATES)["passed"]
+    assert flagged_gate(_stats(_counts(n, k - 1), _counts(*ref)), GATES)["passed"]
+    # a small reference resolves less: 3 of 80 fails a 400-sample cohort only from 9.5% flagged
+    if ref == (80, 3):
+        big = flagged_gate(_stats(_counts(n, 0), _counts(2000, 75)), GATES)     # same rate, 2,000 images
+        assert g["min_failing_share"] == pytest.approx(0.095) and big["min_failing_share"] < 0.075

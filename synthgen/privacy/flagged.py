@@ -97,8 +97,9 @@ def flagged_share_test(syn: Mapping[Any, Mapping[str, int]], ref: Mapping[Any, M
 
     Returns:
         ``share_syn``, ``n_syn``, ``n_flagged_syn``, ``share_ref`` (pooled), ``n_ref``, ``n_flagged_ref``,
-        ``share_ref_matched`` (NaN without reference images), ``limit``, ``limit_from`` (``max_flagged_share``
-        or ``reference``), ``z``, ``p_value``, ``per_class`` ``{c: {pi, share_syn, share_ref, n_ref, pooled}}``.
+        ``share_ref_matched`` (NaN without reference images), ``limit``, ``limit_variance`` (the reference
+        term's, 0 for the policy limit), ``limit_from`` (``max_flagged_share`` or ``reference``), ``z``,
+        ``p_value``, ``per_class`` ``{c: {pi, share_syn, share_ref, n_ref, pooled}}``.
     """
     s = {int(c): (int(v["n"]), int(v["flagged"])) for c, v in syn.items() if int(v["n"]) > 0}
     r = {int(c): (int(v["n"]), int(v["flagged"])) for c, v in ref.items() if int(v["n"]) > 0}
@@ -108,7 +109,7 @@ def flagged_share_test(syn: Mapping[Any, Mapping[str, int]], ref: Mapping[Any, M
                            "max_flagged_share": float(max_flagged_share), "margin": float(margin)}
     if ns == 0:
         return {**out, "share_syn": float("nan"), "share_ref": float("nan"), "share_ref_matched": float("nan"),
-                "limit": float(max_flagged_share), "limit_from": "max_flagged_share", "z": float("nan"),
+                "limit": float(max_flagged_share), "limit_variance": 0.0, "limit_from": "max_flagged_share", "z": float("nan"),
                 "p_value": 1.0, "per_class": {}}
     share_syn = ks / ns
     v_syn = _adjusted(ks, ns)[1]
@@ -130,8 +131,25 @@ def flagged_share_test(syn: Mapping[Any, Mapping[str, int]], ref: Mapping[Any, M
         v_ref += w_pool * w_pool * _adjusted(kr, nr)[1]
     from_ref = bool(np.isfinite(matched) and matched + margin > max_flagged_share)
     limit = matched + margin if from_ref else float(max_flagged_share)
-    z = (share_syn - limit) / np.sqrt(v_syn + (v_ref if from_ref else 0.0))
+    v_lim = v_ref if from_ref else 0.0
+    z = (share_syn - limit) / np.sqrt(v_syn + v_lim)
     return {**out, "share_syn": share_syn, "share_ref": kr / nr if nr else float("nan"),
-            "share_ref_matched": matched, "limit": float(limit),
+            "share_ref_matched": matched, "limit": float(limit), "limit_variance": float(v_lim),
             "limit_from": "reference" if from_ref else "max_flagged_share", "z": float(z),
             "p_value": float(norm.sf(z)), "per_class": per_class}
+
+
+def min_failing_share(n_syn: int, limit: float, v_limit: float, alpha: float) -> float:
+    """The gate's resolution: the smallest flagged share of a cohort of ``n_syn`` samples that fails against
+    ``limit`` (variance ``v_limit``, 0 for the policy limit) at level ``alpha``; NaN when none does.
+
+    A small reference gives a wide ``v_limit``: e.g. 3 of 80 reference images flagged (limit 4.75%) fails a
+    400-sample cohort only from 9.5% flagged, where 2,000 reference images at the same rate fail it from ~7%.
+    """
+    if n_syn <= 0:
+        return float("nan")
+    k = np.arange(int(n_syn) + 1, dtype=np.float64)
+    v = _adjusted(k, n_syn)[1]
+    share = k / n_syn
+    fails = (share > limit) & (norm.sf((share - limit) / np.sqrt(v + v_limit)) < alpha)
+    return float(share[np.argmax(fails)]) if fails.any() else float("nan")

@@ -35,7 +35,7 @@ import numpy as np
 from scipy.stats import binomtest
 
 from .calibrate import Threshold
-from .flagged import flagged_share_test
+from .flagged import flagged_share_test, min_failing_share
 
 RULES = ("exact", "pearson", "ssim", "embedding", "ratio")
 _INDEX_KEY = {"pearson": "pearson_index", "ssim": "ssim_index", "embedding": "embedding_index",
@@ -101,7 +101,8 @@ def flagged_gate(stats: Mapping[str, Any], gates: Mapping[str, Any]) -> dict:
 
     Reads ``stats["per_class"]`` (synthetic ``{c: {n, flagged}}``) and ``stats["flagged_ref"]["per_class"]``
     (the reference's; absent or empty: the limit is ``max_flagged_share``). Fails when the share exceeds the
-    limit with one-sided ``p < flagged_alpha``.
+    limit with one-sided ``p < flagged_alpha``. ``min_failing_share`` (the smallest share of this cohort's
+    size that would fail) shows the gate's resolution: wide when the reference is small.
     """
     lim = float(gates.get("max_flagged_share", 0.02))
     margin, alpha = float(gates.get("flagged_margin", 0.01)), float(gates.get("flagged_alpha", 0.05))
@@ -113,6 +114,7 @@ def flagged_gate(stats: Mapping[str, Any], gates: Mapping[str, Any]) -> dict:
                  share_ref_matched=t["share_ref_matched"], n_ref=t["n_ref"], n_flagged_ref=t["n_flagged_ref"],
                  limit_from=t["limit_from"], p_value=t["p_value"], alpha=alpha, max_flagged_share=lim,
                  margin=margin, constant_rule_passed=bool(share <= lim),
+                 min_failing_share=min_failing_share(t["n_syn"], t["limit"], t["limit_variance"], alpha),
                  rule=f"fail if share > max({lim}, share_ref_matched + {margin}) with one-sided p < {alpha} "
                       "(share_ref: flag rate of real unseen reference images, same rules and thresholds, "
                       "class-matched)")

@@ -71,6 +71,7 @@ def metrics_summary(report: dict[str, Any]) -> dict[str, Any]:
         "flagged_share_ref": report["gates"]["flagged_share"].get("share_ref_matched"),
         "flagged_limit": report["gates"]["flagged_share"].get("limit"),
         "flagged_p_value": report["gates"]["flagged_share"].get("p_value"),
+        "flagged_min_failing_share": report["gates"]["flagged_share"].get("min_failing_share"),
         "exact_copies_before_drop": c["exact_copies_before_drop"],
         "holdout_false_flag_rate": c["holdout_false_flag_rate"],
         "dcr_share_syn": c["dcr"].get("share_syn"), "dcr_share_ref": c["dcr"].get("share_ref_matched"),
