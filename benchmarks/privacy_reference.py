@@ -132,8 +132,8 @@ def main() -> None:
                 t0 = time.time()
                 res = run_audit(s["train"], s["holdout"], syn, cfg, cache_dir=a.cache, reference=ref)
                 rows.append(_row(name, mode, res, hold, time.time() - t0))
-    print("| holdout | cohort | reference | share_syn | share_ref | diff | p (new) | p vs 0.5 | old DCR rule | DCR gate | "
-          "gate (all) | failed gates | MIA AUC | control AUC |")
+    print("| holdout | cohort | reference | share_syn | share_ref | diff | p (new) | p vs 0.5 | old DCR rule | "
+          "DCR gate | gate (all) | failed gates | MIA AUC | control AUC |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['holdout']} | {r['cohort']} | {r['reference']} | {r['share_syn']:.3f} | {r['share_ref']:.3f} | "
@@ -146,8 +146,8 @@ def main() -> None:
     for r in rows:
         print(f"| {r['holdout']} | {r['cohort']} | {r['reference']} | {r['flagged_share']:.2%} | "
               f"{r['flagged_share_ref']:.2%} | {r['flagged_limit']:.2%} | {r['flagged_p_value']:.2g} | "
-              f"{r['old_flagged_rule']} | {r['flagged_gate']} | {r['flagged_min_failing_share']:.1%} | {r['audit_s']:.1f} | "
-              f"{r['reference_scores_s']:.1f} |")
+              f"{r['old_flagged_rule']} | {r['flagged_gate']} | {r['flagged_min_failing_share']:.1%} | "
+              f"{r['audit_s']:.1f} | {r['reference_scores_s']:.1f} |")
     write_json(a.out, {"data": a.data, "gamma": a.gamma, "sizes": SIZES, "holdout_sizes": a.holdout_sizes,
                        "memorizing_mse": mse, "config": cfg, "rows": rows})
     print(f"wrote {a.out}")
