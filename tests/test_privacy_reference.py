@@ -4,7 +4,9 @@ A shifted split built from real PneumoniaMNIST images: train ``T``, a holdout ``
 intensity shift (gamma 1.3: darker mid-tones), a reference ``R`` and a "clean cohort" of other real unseen,
 unshifted images of the training distribution. Real unseen images themselves sit closer to ``T`` than to the
 shifted ``H`` (share ~0.6), so the former constant-0.5 DCR null fails them; against ``R`` they pass every gate,
-while the same cohort with 5% planted copies and an overtrained generator's output fail.
+while the same cohort with 5% planted copies and an overtrained generator's output fail. With thresholds
+calibrated on only 100 shifted holdout images, real unseen images are flagged at ~3%: the former constant
+2% flagged-share limit fails them, the reference's flag rate does not, and planted copies still fail.
 """
 
 import json
@@ -12,7 +14,7 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks.privacy_reference import (FAST, image_set, memorizing_cohort, planted_cohort,
+from benchmarks.privacy_reference import (FAST, SIZES, image_set, memorizing_cohort, planted_cohort,
                                           shifted_split)
 from conftest import make_medmnist_npz
 from synthgen.cli import main as synthgen_main
@@ -31,6 +33,16 @@ def shifted(tmp_path_factory):
 
     s = shifted_split(shared_npz("pneumoniamnist_imbalanced.npz"), gamma=1.3)
     return s, str(tmp_path_factory.mktemp("enc"))
+
+
+@pytest.fixture(scope="module")
+def small_holdout(shifted):
+    """The same training images, but thresholds calibrated on a 100-image shifted holdout: real unseen images
+    are flagged at ~3% (above the former constant 2% limit); shares the encoder cache."""
+    from conftest import shared_npz
+
+    s = shifted_split(shared_npz("pneumoniamnist_imbalanced.npz"), gamma=1.3, sizes={**SIZES, "holdout": 100})
+    return s, shifted[1]
 
 
 def _audit(shifted, syn, reference="given"):
@@ -73,9 +85,32 @@ def test_planted_copies_fail(shifted):
     res = _audit(shifted, syn)
     assert not res.passed and "flagged_share" in _failed(res)
     assert res.flags[len(s["clean"]):].sum() >= 24 and res.stats["flagged_share"] > 0.04
+    g = res.gates["flagged_share"]
+    assert g["p_value"] < 0.01 and g["share_ref_matched"] < 0.01 and g["n_ref"] == 500
 
 
-def test_overtrained_generator_fails_on_dcr(shifted, one_thread):
+def test_clean_cohort_passes_where_real_data_is_flagged_above_the_constant(small_holdout):
+    s = small_holdout[0]
+    res = _audit(small_holdout, s["clean"])
+    g, ref = res.gates["flagged_share"], res.stats["flagged_ref"]
+    # thresholds from 100 shifted holdout images flag real unseen images at > 2%: the clean cohort and the
+    # reference alike; the former rule (fail if more than 2% flagged) fails the clean cohort
+    assert res.stats["flagged_share"] > 0.025 and not g["constant_rule_passed"]
+    assert ref["n"] == 500 and ref["share"] > 0.02 and g["share_ref_matched"] > 0.02
+    assert g["passed"] and g["limit_from"] == "reference" and g["p_value"] > 0.2 and res.passed, _failed(res)
+    # the reference's flags are statistics only: flags, report and kept cohort concern the synthetic samples
+    assert len(res.flags) == len(s["clean"]) and res.flags.sum() == res.stats["n_flagged"]
+
+
+def test_planted_copies_fail_where_real_data_is_flagged_above_the_constant(small_holdout):
+    s = small_holdout[0]
+    res = _audit(small_holdout, planted_cohort(s["train"], s["clean"], n=26))
+    g = res.gates["flagged_share"]
+    assert not res.passed and "flagged_share" in _failed(res) and g["limit_from"] == "reference"
+    assert res.flags[len(s["clean"]):].sum() >= 24 and g["value"] > g["limit"] + 0.02 and g["p_value"] < 0.01
+
+
+def test_overtrained_generator_fails_on_dcr(shifted, small_holdout, one_thread):
     # a conditional autoencoder overfit on 200 training images: its samples are blurred, noisy-latent
     # reconstructions, mostly not flagged one by one
     syn, mse = memorizing_cohort(shifted[0]["train"], n=200, epochs=40)
@@ -83,6 +118,9 @@ def test_overtrained_generator_fails_on_dcr(shifted, one_thread):
     d = res.stats["dcr"]
     assert mse < 0.01 and not res.passed and "dcr" in _failed(res), _failed(res)
     assert d["difference"] > 0.1 and d["p_value"] < 0.02 and res.stats["flagged_share"] < 0.5
+    # on thresholds from the small holdout its samples are flagged far above the reference's rate too
+    res = _audit(small_holdout, syn)
+    assert "flagged_share" in _failed(res) and res.gates["flagged_share"]["p_value"] < 1e-3
 
 
 def _npz(path, s):

@@ -224,6 +224,7 @@ def test_membership_pairs_have_the_same_class_mix():
 
 def test_cohort_gates():
     stats = {"exact_copies_after_drop": 0, "flagged_share": 0.01, "n_flagged": 1, "n_kept": 99,
+             "per_class": {0: {"n": 100, "flagged": 1}},
              "dcr": {"share_syn": 0.7, "share_ref": 0.6, "difference": 0.1, "p_value": 0.2},
              "mia": {"auc": 0.5, "tpr_at_fpr": 0.01}, "mia_control": {"auc": 0.52}}
     g = cohort_gates(stats, {"max_flagged_share": 0.02, "dcr_margin": 0.05, "dcr_alpha": 0.05})
@@ -242,6 +243,7 @@ def test_cohort_gates():
 
 def test_tpr_gate_needs_a_significant_excess():
     base = {"exact_copies_after_drop": 0, "flagged_share": 0.0, "n_flagged": 0, "n_kept": 100,
+            "per_class": {0: {"n": 100, "flagged": 0}},
             "dcr": {"difference": 0.0, "p_value": 0.5}}
     limits = {"mia_max_tpr_at_1pct_fpr": 0.03, "mia_alpha": 0.05}
     # 7 of 120 members above the 1%-FPR threshold: over the limit, but one tail value of 120 non-members

@@ -5,8 +5,8 @@
 Roles: ``train`` (the model's training images), ``holdout`` ``H`` (real images of unseen patients: per-sample
 thresholds are calibrated on holdout->train statistics; the DCR's "unseen" side), ``reference`` ``R`` (real
 unseen images *of the training distribution*, no patient shared with ``H``: the null that cohort statistics
-are compared with -- the DCR share of real data, the membership attack's non-members). Without a reference,
-a seeded half of the holdout's patients serves as ``R`` and the other half as ``H``
+are compared with -- the flag rate and DCR share of real data, the membership attack's non-members).
+Without a reference, a seeded half of the holdout's patients serves as ``R`` and the other half as ``H``
 (:func:`~synthgen.privacy.inputs.split_holdout`).
 
 Steps (each the same for the CLI ``synthgen audit`` and the pipeline's ``privacy`` stage):
@@ -16,9 +16,10 @@ Steps (each the same for the CLI ``synthgen audit`` and the pipeline's ``privacy
    lists computed once per representation (:class:`NeighbourCache`);
 3. per-sample scores for holdout and synthetic queries alike (:func:`query_scores`);
 4. thresholds calibrated on the holdout scores (native duplicates excluded) per class;
-5. per-sample flags with the rule that fired and the matched training index;
-6. cohort statistics on the kept samples (DCR against the reference's share, membership inference with
-   reference non-members) and the cohort-level gates.
+5. per-sample flags with the rule that fired and the matched training index; a seeded sample of the
+   reference (at most ``gates.reference_max_samples``) scored and flagged the same way, for counts only;
+6. cohort statistics (the flagged share against the reference's flag rate; on the kept samples: DCR against
+   the reference's share, membership inference with reference non-members) and the cohort-level gates.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from .calibrate import Threshold, calibrate
 from .dcr import class_matched_pairs, dcr_difference_test, dcr_share, equal_size_subsets
 from .embedding import EmbeddingConfig, embed, load_or_train
 from .exact import duplicate_groups, duplicate_pairs, image_hashes, match_exact, quantize01
+from .flagged import class_counts, reference_rows
 from .gate import RULES, cohort_gates, flag_samples
 from .inputs import ImageSet, check_compatible, check_disjoint_patients, check_labels, split_holdout
 from .knn import NeighbourCache, cosine_to_distance, knn
@@ -201,9 +203,14 @@ def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, reference: Ima
     thresholds["ratio"] = calibrate("ratio", hs["ratio"], holdout.labels, keep_cal, q,
                                     cal.get("ratio_ceiling", 1 / 3), mcc, higher_is_copy=False)
 
-    # 5. flags
+    # 5. flags; reference images scored and flagged the same way: the null of the flagged-share gate
     flags, fired, rule, matched, score = flag_samples(ss, syn_exact, synthetic.labels, thresholds)
     hold_flags, *_ = flag_samples(hs, np.full(len(holdout), -1), holdout.labels, thresholds)
+    t0 = time.time()
+    flagged_ref = reference_flags(reference, ref_exact, synthetic.labels, train.images, cache, identity, mats,
+                                  settings, prefilter, thresholds, factor,
+                                  int(_get(cfg, "gates.reference_max_samples", 2000)), seed + 3)
+    timings["reference_scores"] = time.time() - t0
 
     # 6. cohort statistics on the kept cohort, then gates
     t0 = time.time()
@@ -215,6 +222,7 @@ def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, reference: Ima
                          reference_valid=ref_exact < 0, dcr_margin=margin)
     stats["reference"] = {"source": reference.source, "origin": ref_origin, "n": len(reference),
                           "exact_copies_of_train_excluded": int((ref_exact >= 0).sum())}
+    stats["flagged_ref"] = flagged_ref
     timings["cohort_stats"] = time.time() - t0
     if loss_info is not None:
         stats["mia_loss"] = {**dict(loss_info), **stats.get("mia_loss", {})}
@@ -249,6 +257,36 @@ def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, reference: Ima
     }
     return AuditResult(all(g["passed"] for g in gates.values()), flags, fired, rule, matched, score, ss, hs,
                        thresholds, gates, stats, duplicates, timings)
+
+
+def reference_flags(reference: ImageSet, ref_exact: np.ndarray, labels_syn: np.ndarray, train01: np.ndarray,
+                    cache: NeighbourCache, identity: np.ndarray, mats, settings: ScoreSettings,
+                    prefilter: tuple[float, float] | None, thresholds: dict[str, Threshold], factor: int,
+                    cap: int, seed: int) -> dict[str, Any]:
+    """Flag counts of real unseen reference images under the synthetic cohort's rules and thresholds.
+
+    Scores a seeded subsample of at most ``cap`` reference images that are not exact copies of training
+    images (:func:`~synthgen.privacy.flagged.reference_rows`, allocated by the synthetic class mix) with
+    :func:`query_scores` (same prefilter) and :func:`flag_samples` (same thresholds). ``cache`` must hold the
+    reference's ``embedding`` vectors; the sample is registered as ``reference_sample``.
+
+    Returns ``n``, ``n_available``, ``n_flagged``, ``share``, ``by_rule`` and ``per_class``
+    ``{c: {n, flagged}}``: counts only -- these flags drop nothing and are never exported.
+    """
+    valid = np.flatnonzero(np.asarray(ref_exact) < 0)
+    rows = valid[reference_rows(reference.labels[valid], labels_syn, cap, seed)]
+    out: dict[str, Any] = {"n": int(len(rows)), "n_available": int(len(valid)), "max_samples": int(cap),
+                           "sample": "seeded, allocated over the synthetic classes by their shares"}
+    if not len(rows):
+        return {**out, "n_flagged": 0, "share": float("nan"), "by_rule": {}, "per_class": {}}
+    cache.add("embedding", "reference_sample", cache.vectors("embedding", "reference")[torch.as_tensor(rows)])
+    cache.add("lowres", "reference_sample", lowres(reference.images[rows], factor))
+    rs = query_scores("reference_sample", reference.images[rows], train01, cache, identity, mats, settings,
+                      prefilter)
+    f, fired, *_ = flag_samples(rs, np.full(len(rows), -1), reference.labels[rows], thresholds)
+    return {**out, "n_flagged": int(f.sum()), "share": float(f.mean()),
+            "by_rule": {r: int(sum(r in x for x in fired)) for r in RULES},
+            "per_class": class_counts(f, reference.labels[rows])}
 
 
 def _auc_at_chance(auc: float, n1: int, n2: int, z_max: float = 3.29) -> bool:

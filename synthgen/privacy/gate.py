@@ -9,10 +9,13 @@ Per sample, rules in priority order (the first that fires is *the* rule; all tha
 * ``ratio``     -- NN distance ratio < calibrated threshold (ceiling 1/3).
 
 Flagged samples are dropped. Cohort gates (limits in ``privacy.gates``) fail the *model*, not just samples:
-no exact copy may remain in the exported cohort; a flagged share above ``max_flagged_share`` means copying
-beyond the calibrated false-flag rate; DCR and membership inference on the kept cohort, each compared with a
-null that real unseen images meet:
+no exact copy may remain in the exported cohort (a hard limit, 0 by default); every other gate compares the
+cohort with a null that real unseen images meet (DCR and membership inference on the kept cohort):
 
+* ``flagged_share``: the share of flagged samples may exceed the share of real unseen reference images
+  flagged by the same rules and thresholds (class-matched) by ``flagged_margin``, and the policy limit
+  ``max_flagged_share`` in any case; fails when the excess over the larger of the two is significant
+  (one-sided test, ``flagged_alpha``; :mod:`synthgen.privacy.flagged`);
 * ``dcr``: the synthetic share closer to train than to the holdout may exceed the same share of the real
   reference set by at most ``dcr_margin``; fails when the excess is significant (one-sided two-proportion
   test, ``dcr_alpha``; :func:`~synthgen.privacy.dcr.dcr_difference_test`);
@@ -32,6 +35,7 @@ import numpy as np
 from scipy.stats import binomtest
 
 from .calibrate import Threshold
+from .flagged import flagged_share_test, min_failing_share
 
 RULES = ("exact", "pearson", "ssim", "embedding", "ratio")
 _INDEX_KEY = {"pearson": "pearson_index", "ssim": "ssim_index", "embedding": "embedding_index",
@@ -91,15 +95,38 @@ def tpr_p_value(tpr: float, n_members: int, limit: float) -> float:
     return float(binomtest(k, n_members, limit, alternative="greater").pvalue) if k > 0 else 1.0
 
 
+def flagged_gate(stats: Mapping[str, Any], gates: Mapping[str, Any]) -> dict:
+    """The flagged-share gate: the synthetic flagged share against the flag rate of real unseen reference
+    images scored with the same rules and thresholds (:func:`~synthgen.privacy.flagged.flagged_share_test`).
+
+    Reads ``stats["per_class"]`` (synthetic ``{c: {n, flagged}}``) and ``stats["flagged_ref"]["per_class"]``
+    (the reference's; absent or empty: the limit is ``max_flagged_share``). Fails when the share exceeds the
+    limit with one-sided ``p < flagged_alpha``. ``min_failing_share`` (the smallest share of this cohort's
+    size that would fail) shows the gate's resolution: wide when the reference is small.
+    """
+    lim = float(gates.get("max_flagged_share", 0.02))
+    margin, alpha = float(gates.get("flagged_margin", 0.01)), float(gates.get("flagged_alpha", 0.05))
+    t = flagged_share_test(stats["per_class"], (stats.get("flagged_ref") or {}).get("per_class", {}), lim, margin,
+                           int(gates.get("flagged_ref_min_class", 50)))
+    share = stats["flagged_share"]
+    fail = bool(share > t["limit"] and t["p_value"] < alpha)
+    return _gate(share, t["limit"], not fail, n_flagged=stats["n_flagged"], share_ref=t["share_ref"],
+                 share_ref_matched=t["share_ref_matched"], n_ref=t["n_ref"], n_flagged_ref=t["n_flagged_ref"],
+                 limit_from=t["limit_from"], p_value=t["p_value"], alpha=alpha, max_flagged_share=lim,
+                 margin=margin, constant_rule_passed=bool(share <= lim),
+                 min_failing_share=min_failing_share(t["n_syn"], t["limit"], t["limit_variance"], alpha),
+                 rule=f"fail if share > max({lim}, share_ref_matched + {margin}) with one-sided p < {alpha} "
+                      "(share_ref: flag rate of real unseen reference images, same rules and thresholds, "
+                      "class-matched)")
+
+
 def cohort_gates(stats: Mapping[str, Any], gates: Mapping[str, Any]) -> dict[str, dict]:
     """Evaluate the cohort-level gates on the audit statistics (limits: ``privacy.gates``)."""
     g = {k: gates[k] for k in gates}
     out: dict[str, dict] = {}
     exact = stats["exact_copies_after_drop"]
     out["exact_copies"] = _gate(exact, g.get("max_exact_copies", 0), exact <= g.get("max_exact_copies", 0))
-    share = stats["flagged_share"]
-    lim = float(g.get("max_flagged_share", 0.02))
-    out["flagged_share"] = _gate(share, lim, share <= lim, n_flagged=stats["n_flagged"])
+    out["flagged_share"] = flagged_gate(stats, g)
     if stats.get("n_kept", 1) == 0:
         out["kept_samples"] = _gate(0, 1, False, note="every sample was flagged")
     dcr = stats.get("dcr", {})

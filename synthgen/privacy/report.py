@@ -68,6 +68,10 @@ def metrics_summary(report: dict[str, Any]) -> dict[str, Any]:
     out = {
         "passed": report["passed"], "n_synthetic": c["n_synthetic"], "n_flagged": c["n_flagged"],
         "n_kept": c["n_kept"], "flagged_share": c["flagged_share"], "by_rule": c["by_rule"],
+        "flagged_share_ref": report["gates"]["flagged_share"].get("share_ref_matched"),
+        "flagged_limit": report["gates"]["flagged_share"].get("limit"),
+        "flagged_p_value": report["gates"]["flagged_share"].get("p_value"),
+        "flagged_min_failing_share": report["gates"]["flagged_share"].get("min_failing_share"),
         "exact_copies_before_drop": c["exact_copies_before_drop"],
         "holdout_false_flag_rate": c["holdout_false_flag_rate"],
         "dcr_share_syn": c["dcr"].get("share_syn"), "dcr_share_ref": c["dcr"].get("share_ref_matched"),
