@@ -88,6 +88,13 @@ def test_stage_reads_the_reference_split_from_meta(tmp_path, capsys):
         assert report["cohort"]["reference"]["origin"] == origin
         assert report["inputs"]["reference"].endswith(f"{origin.split()[-1]}.npz")
         assert report["gates"]["dcr"]["share_ref"] is not None and "mia_control" in report["cohort"]
+        # The membership attacks take in-distribution non-members: val, also when the DCR reference is test.
+        nonmembers = report["cohort"]["nonmembers"]
+        if value == "test":
+            assert nonmembers["source"].endswith("val.npz") and report["cohort"]["mia"]["nonmembers"] == "nonmembers"
+            assert report["cohort"]["mia_control"]["queries"].startswith("reference")
+        else:
+            assert nonmembers["same_as"] == "reference" and report["cohort"]["mia"]["nonmembers"] == "reference"
     metrics = json.loads((tmp_path / "metrics" / "privacy.json").read_text())
     assert {"dcr_share_syn", "dcr_share_ref", "dcr_difference", "dcr_p_value", "mia_control_auc"} <= set(metrics)
     capsys.readouterr()

@@ -95,13 +95,19 @@ def embedding_config(cfg: Mapping) -> EmbeddingConfig:
 def run_audit(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, cfg: Mapping,
               error_fn: ErrorFn | None = None, cache_dir: str | None = None,
               loss_info: Mapping[str, Any] | None = None, reference: ImageSet | None = None,
-              reference_origin: str = "given") -> AuditResult:
+              reference_origin: str = "given", nonmembers: ImageSet | None = None) -> AuditResult:
     """Audit ``synthetic`` against ``train`` with thresholds calibrated on ``holdout`` (see module doc).
 
     ``reference``: real unseen in-distribution images (``None``: a seeded half of the holdout's patients,
     logged as a warning; ``stats["reference"]`` records which, ``reference_origin`` naming a given one).
     Synthetic and reference labels must be training classes, and the reference shares no patient with train
     or holdout (else :class:`InputError`).
+
+    ``nonmembers``: real unseen in-distribution images for the membership attacks when they must differ from
+    the reference (``None``: the reference). The DCR reference must share no scan with the holdout; the
+    attacks do not use the holdout, only an in-distribution non-member set (for sources without patient ids
+    the pipeline passes the rest of the official val split here while the reference is the official test
+    split, which may be shifted: docs/privacy.md).
 
     ``cfg`` is the ``privacy`` config group (plain mapping); ``error_fn(images01, labels) -> (N,)`` adds the
     loss-based membership attack (diffusion models; members and non-members capped by
@@ -125,19 +131,26 @@ def run_audit(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, cfg: Mapp
     check_labels(reference, train, "reference")
     check_disjoint_patients(reference, holdout, "holdout")
     check_disjoint_patients(reference, train, "training set")
+    if nonmembers is not None:
+        if len(nonmembers) == 0:
+            raise InputError(nonmembers.source, "no images")
+        check_compatible([train, nonmembers])
+        check_labels(nonmembers, train, "non-member")
+        check_disjoint_patients(nonmembers, train, "training set")
     threads = _get(cfg, "threads")
     old = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
     try:
-        return _run(train, holdout, synthetic, reference, ref_origin, cfg, error_fn, cache_dir, loss_info)
+        return _run(train, holdout, synthetic, reference, ref_origin, cfg, error_fn, cache_dir, loss_info,
+                    nonmembers)
     finally:
         torch.set_num_threads(old)
 
 
 def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, reference: ImageSet, ref_origin: str,
          cfg: Mapping, error_fn: ErrorFn | None, cache_dir: str | None,
-         loss_info: Mapping[str, Any] | None) -> AuditResult:
+         loss_info: Mapping[str, Any] | None, nonmembers: ImageSet | None = None) -> AuditResult:
     t_start, c_start = time.time(), time.process_time()
     timings: dict[str, float] = {}  # wall seconds per step; *_cpu: user+sys CPU seconds of this process
     seed = int(_get(cfg, "seed", 0))
@@ -154,6 +167,8 @@ def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, reference: Ima
     hold_exact = match_exact(h_hold, h_train)
     syn_exact = match_exact(h_syn, h_train)
     ref_exact = match_exact(image_hashes(quantize01(reference.images, qdtype)), h_train)
+    non_exact = None if nonmembers is None else match_exact(image_hashes(quantize01(nonmembers.images, qdtype)),
+                                                            h_train)
     identity = merge_identities(train.patient_ids, train_groups)
     timings["exact"] = time.time() - t_start
 
@@ -170,6 +185,8 @@ def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, reference: Ima
         cache.add("embedding", name, embed(model, s.images, device=dev))
         cache.add("lowres", name, lowres(s.images, factor))
     cache.add("embedding", "reference", embed(model, reference.images, device=dev))
+    if nonmembers is not None:
+        cache.add("embedding", "nonmembers", embed(model, nonmembers.images, device=dev))
     timings["embed"] = time.time() - t0
 
     # 3. scores, holdout first (it also sets the prefilter)
@@ -219,9 +236,13 @@ def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, reference: Ima
     margin = float(_get(cfg, "gates.dcr_margin", 0.05))
     stats = cohort_stats(train, holdout, synthetic, kept, cache, seed, mia_max, error_fn,
                          int(_get(cfg, "mia_loss.max_samples", None) or mia_max), reference=reference,
-                         reference_valid=ref_exact < 0, dcr_margin=margin)
+                         reference_valid=ref_exact < 0, dcr_margin=margin, nonmembers=nonmembers,
+                         nonmembers_valid=None if non_exact is None else non_exact < 0)
     stats["reference"] = {"source": reference.source, "origin": ref_origin, "n": len(reference),
                           "exact_copies_of_train_excluded": int((ref_exact >= 0).sum())}
+    stats["nonmembers"] = ({"source": reference.source, "same_as": "reference"} if nonmembers is None else
+                           {"source": nonmembers.source, "n": len(nonmembers),
+                            "exact_copies_of_train_excluded": int((non_exact >= 0).sum())})
     stats["flagged_ref"] = flagged_ref
     timings["cohort_stats"] = time.time() - t0
     if loss_info is not None:
@@ -308,7 +329,8 @@ def _quantiles(x: np.ndarray) -> dict[str, float]:
 def cohort_stats(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, kept: np.ndarray,
                  cache: NeighbourCache, seed: int, mia_max: int, error_fn: ErrorFn | None,
                  loss_max: int | None = None, *, reference: ImageSet, reference_valid: np.ndarray | None = None,
-                 dcr_margin: float = 0.05) -> dict[str, Any]:
+                 dcr_margin: float = 0.05, nonmembers: ImageSet | None = None,
+                 nonmembers_valid: np.ndarray | None = None) -> dict[str, Any]:
     """DCR and membership-inference statistics (copy-detection embedding space), each against real data.
 
     ``cache`` must hold ``embedding`` vectors of ``train``, ``holdout``, ``synthetic`` and ``reference``.
@@ -318,10 +340,12 @@ def cohort_stats(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, kept: 
       and the same share of the reference images
       (``reference_valid`` rows: exact copies of training images excluded), with the two-proportion test
       (:func:`~synthgen.privacy.dcr.dcr_difference_test`, ``dcr_margin``);
-    * ``mia``/``mia_all``: distance attack, members = training images, non-members = reference images, equal
-      numbers per class (:func:`~synthgen.privacy.dcr.class_matched_pairs`, at most ``mia_max`` in all);
-    * ``mia_control``: the same attack with the holdout in place of the synthetic cohort: real images
-      independent of both sides, so its AUC is ~0.5 when members and reference are exchangeable (a diagnostic
+    * ``mia``/``mia_all``: distance attack, members = training images, non-members = ``nonmembers`` images
+      (``None``: the reference; ``nonmembers_valid`` rows), equal numbers per class
+      (:func:`~synthgen.privacy.dcr.class_matched_pairs`, at most ``mia_max`` in all);
+    * ``mia_control``: the same attack with real images in place of the synthetic cohort, the holdout (or,
+      with separate ``nonmembers``, the reference, since those non-members may share scans with the holdout):
+      real images independent of both sides, so its AUC is ~0.5 when members and reference are exchangeable (a diagnostic
       of the null: ``null_met`` false and a warning when it is more than 3.29 null standard errors from 0.5;
       reported, never gated or subtracted);
     * ``mia_loss`` (with ``error_fn``): the loss attack on class-matched pairs, at most ``loss_max``.
@@ -335,6 +359,14 @@ def cohort_stats(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, kept: 
         raise InputError(reference.source, "every reference image is an exact copy of a training image")
     e_ref = cache.vectors("embedding", "reference")[ref_rows]
     y_ref = reference.labels[ref_rows]
+    if nonmembers is None:
+        non_set, non_rows, e_non, y_non = reference, ref_rows, e_ref, y_ref
+    else:
+        nv = np.ones(len(nonmembers), bool) if nonmembers_valid is None else np.asarray(nonmembers_valid, bool)
+        non_set, non_rows = nonmembers, np.flatnonzero(nv)
+        if not len(non_rows):
+            raise InputError(nonmembers.source, "every non-member image is an exact copy of a training image")
+        e_non, y_non = cache.vectors("embedding", "nonmembers")[non_rows], nonmembers.labels[non_rows]
     kw = dict(chunk_mb=cache.chunk_mb, backend=cache.backend, device=cache.device)
     sub, h_sub = equal_size_subsets(len(train), len(holdout), seed)
 
@@ -344,7 +376,7 @@ def cohort_stats(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, kept: 
         return dcr_share(cosine_to_distance(s_tr[:, 0]), cosine_to_distance(s_ho[:, 0]))
 
     ref_share = share(e_ref)
-    mem, non = class_matched_pairs(train.labels, y_ref, mia_max, seed + 1)
+    mem, non = class_matched_pairs(train.labels, y_non, mia_max, seed + 1)
     out: dict[str, Any] = {}
     for tag, rows in (("", np.flatnonzero(kept)), ("_all", np.arange(len(e_all)))):
         if not len(rows):
@@ -360,21 +392,24 @@ def cohort_stats(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, kept: 
                             "train_subset_size": int(len(sub)), "holdout_subset_size": int(len(h_sub)),
                             "space": "copy-detection embedding"}
         sm, _ = knn(e_train[mem], e_syn, 1, **kw)
-        sn, _ = knn(e_ref[non], e_syn, 1, **kw)
-        out[f"mia{tag}"] = {**distance_attack(sm[:, 0], sn[:, 0]), "nonmembers": "reference"}
-    cm, _ = knn(e_train[mem], e_hold, 1, **kw)
-    cn, _ = knn(e_ref[non], e_hold, 1, **kw)
+        sn, _ = knn(e_non[non], e_syn, 1, **kw)
+        out[f"mia{tag}"] = {**distance_attack(sm[:, 0], sn[:, 0]),
+                            "nonmembers": "reference" if nonmembers is None else "nonmembers"}
+    e_ctrl = e_hold if nonmembers is None else e_ref
+    cm, _ = knn(e_train[mem], e_ctrl, 1, **kw)
+    cn, _ = knn(e_non[non], e_ctrl, 1, **kw)
     ctrl = distance_attack(cm[:, 0], cn[:, 0])
-    out["mia_control"] = {**ctrl, "queries": "holdout (real, in place of synthetic)",
+    out["mia_control"] = {**ctrl, "queries": ("holdout" if nonmembers is None else "reference")
+                          + " (real, in place of synthetic)",
                           "null_met": _auc_at_chance(ctrl["auc"], len(mem), len(non))}
     if not out["mia_control"]["null_met"]:
-        log.warning("membership control AUC %.3f (members vs reference scored against the holdout) is far from "
+        log.warning("membership control AUC %.3f (members vs non-members scored against real images) is far from "
                     "0.5: the reference does not look like unseen training-distribution data; the MIA and DCR "
                     "nulls may be biased (see docs/privacy.md)", ctrl["auc"])
     if error_fn is not None:
-        lm, ln = class_matched_pairs(train.labels, y_ref, int(loss_max if loss_max is not None else mia_max),
+        lm, ln = class_matched_pairs(train.labels, y_non, int(loss_max if loss_max is not None else mia_max),
                                      seed + 1)
-        rimg = reference.images[ref_rows]
-        out["mia_loss"] = {**loss_attack(error_fn, train.images[lm], train.labels[lm], rimg[ln], y_ref[ln]),
-                           "nonmembers": "reference"}
+        rimg = non_set.images[non_rows]
+        out["mia_loss"] = {**loss_attack(error_fn, train.images[lm], train.labels[lm], rimg[ln], y_non[ln]),
+                           "nonmembers": "reference" if nonmembers is None else "nonmembers"}
     return out

@@ -112,6 +112,20 @@ def _reference_set(prepared: Path, meta_prep: dict) -> tuple[ImageSet | None, st
     return ref, f"prepared split {name}"
 
 
+def _nonmember_set(prepared: Path, reference: ImageSet | None, origin: str) -> ImageSet | None:
+    """Non-members for the membership attacks: the ``val`` split when the reference is another split.
+
+    The attacks need real unseen images *from the training distribution*; they never look at the holdout,
+    so val serves even where it shares scans with the holdout (sources without patient ids, whose reference
+    is the official test split: it may come from other scanners, and a shifted non-member set inflates the
+    attacks' AUC for reasons that have nothing to do with the model). ``None``: use the reference.
+    """
+    if reference is None or origin == "prepared split val" or not (prepared / "val.npz").exists():
+        return None
+    val = _prepared_set(prepared, "val")
+    return val if len(val) else None
+
+
 def run_stage(cfg) -> dict:
     """Run the stage for a composed config; returns the report. Raises :class:`GateFailed` on a failed gate."""
     from .audit import run_audit
@@ -124,11 +138,12 @@ def run_stage(cfg) -> dict:
     meta_prep = _read_meta(prepared / "meta.json")
     train, holdout = _prepared_set(prepared, "train"), _prepared_set(prepared, "holdout")
     reference, origin = _reference_set(prepared, meta_prep)
+    nonmembers = _nonmember_set(prepared, reference, origin)
     arrays, gen_meta, synthetic = _generated(Path(paths.generated))
     error_fn, loss_info = loss_error_fn(gen_meta, pcfg.get("mia_loss") or {}, int(pcfg.get("seed", 0)),
                                         Path(paths.generated) / "cohort.json")
     result = run_audit(train, holdout, synthetic, pcfg, error_fn=error_fn, loss_info=loss_info,
-                       reference=reference, reference_origin=origin)
+                       reference=reference, reference_origin=origin, nonmembers=nonmembers)
     class_names = gen_meta.get("class_names") or meta_prep.get("class_names")
     report = build_report(result, train, holdout, synthetic, class_names, timings=False)
     log.info("privacy audit timings (s): %s", {k: round(v, 1) for k, v in result.timings.items()})
