@@ -26,7 +26,9 @@ model never saw, drawn from the training distribution; that set must share no sc
 
 * patient ids present: ``"val"``; val and holdout are patient-disjoint (whichever way they were made);
 * patient ids absent: ``"test"``; val and holdout come from one official split cut image by image and may
-  share scans, while the official test split shares none with the holdout.
+  share scans, while the official test split shares none with the holdout. (The membership attacks, which
+  never look at the holdout, take the rest of val as non-members: the official test may come from other
+  scanners, and shifted non-members inflate an attack.)
 
 Without patient ids *and* without official splits (no reader produces this today) nothing guarantees
 scan-disjoint splits; the policy text says so.
@@ -136,8 +138,9 @@ def split_policy(has_patient_ids: bool, official_splits: bool, split_cfg: Mappin
                 f"is {float(split_cfg['holdout_from_val']):.0%} of the official val split, class-stratified and "
                 f"drawn {how}; the rest stays val.")
         if not has_patient_ids:
-            text += (" Val and holdout may share scans, so the privacy gate's reference of unseen images is the "
-                     "official test split, which shares none with the holdout.")
+            text += (" Val and holdout may share scans, so the privacy gate's reference of unseen images (DCR and "
+                     "flagged-share nulls) is the official test split, which shares none with the holdout; the "
+                     "membership attacks take the rest of val as non-members.")
         return text
     shares = ", ".join(f"{k} {float(split_cfg[k]):.0%}" for k in ("val", "test", "holdout"))
     if has_patient_ids:
