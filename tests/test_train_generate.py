@@ -22,7 +22,7 @@ from synthgen.errors import ConfigError, InputError
 from synthgen.models.base import GeneratorModule, seeded_noise
 from synthgen.models.checkpoints import load_generator, save_generator
 from synthgen.models.gan import ConditionalGAN
-from synthgen.cli import run_stage
+from synthgen.runner import run_stage
 from synthgen.models.generation import NonFiniteSampleError, generate
 from synthgen.models.training import train
 
