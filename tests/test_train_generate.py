@@ -240,3 +240,25 @@ def test_rerun_past_budget_keeps_curves(trained, tmp_path):
     train(compose(overrides(root, "trainer.max_steps=8")))
     rows = (root / "reports" / "train_losses.csv").read_text().splitlines()
     assert rows[0].startswith("step,") and len(rows) > 1
+
+
+def test_a_damaged_resume_checkpoint_stops_training_and_another_configs_is_moved_aside(trained, tmp_path, capsys):
+    """Never swallow a checkpoint: a damaged last.ckpt stops the stage with the file and the reason (exit 2,
+    the file untouched); one of another config is moved aside, not overwritten."""
+    import shutil
+
+    root = tmp_path / "r"
+    shutil.copytree(trained, root)
+    last = root / "models" / "last.ckpt"
+    original = last.read_bytes()
+    last.write_bytes(original[: len(original) // 3])                     # truncated, e.g. a full disk
+    damaged = last.read_bytes()
+    assert run_stage(lambda argv: train(compose(overrides(root, "trainer.max_steps=10"))), []) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(last) in err[0] and "cannot load the resume checkpoint" in err[0]
+    assert last.read_bytes() == damaged and not list(last.parent.glob("*.bak"))
+
+    last.write_bytes(original)                                           # a checkpoint of another config
+    train(compose(overrides(root, "trainer.max_steps=4", "model.lr_g=0.001")))
+    aside = last.parent / "last.1.ckpt.bak"
+    assert aside.read_bytes() == original and last.read_bytes() != original

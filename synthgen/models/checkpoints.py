@@ -173,16 +173,36 @@ class ResumeCheckpoint(L.Callback):
 
 
 def resume_state(path: str | os.PathLike, resume_key: str) -> tuple[Path, int] | None:
-    """``(path, global_step)`` when ``path`` is a readable resume checkpoint tagged with ``resume_key``;
-    None when it is missing, unreadable (e.g. a foreign file) or belongs to another config."""
+    """``(path, global_step)`` when ``path`` is a resume checkpoint tagged with ``resume_key``; None when it
+    is missing or belongs to another config (model config, seed or training images changed).
+
+    Raises:
+        InputError: the file exists but cannot be loaded (damaged, truncated, not a checkpoint): training
+            stops with the file and the reason rather than silently starting afresh and overwriting it.
+    """
     path = Path(path)
     if not path.is_file():
         return None
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception:
-        return None
+    except Exception as e:  # torch raises many kinds on a damaged or foreign file
+        raise InputError(path, f"cannot load the resume checkpoint ({type(e).__name__}: {e}); move it aside "
+                               "or delete it to train from scratch") from None
     meta = ckpt.get("synthgen", {}) if isinstance(ckpt, dict) else {}
+    if not meta:
+        raise InputError(path, "not a synthgen resume checkpoint (no 'synthgen' block); move it aside or delete "
+                               "it to train from scratch")
     if meta.get("resume_key") != resume_key:
         return None
     return path, int(ckpt.get("global_step", 0))
+
+
+def move_aside(path: str | os.PathLike) -> Path:
+    """Rename ``path`` to ``<stem>.<n>.ckpt.bak`` (the first free ``n``), so a new run never overwrites a
+    checkpoint of another config; returns the new path."""
+    path = Path(path)
+    n = 1
+    while (target := path.with_name(f"{path.stem}.{n}{path.suffix}.bak")).exists():
+        n += 1
+    os.replace(path, target)
+    return target

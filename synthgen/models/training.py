@@ -41,7 +41,7 @@ from ..data.resumable import ResumableLoader
 from ..errors import ConfigError, InputError
 from ..io import dumps_json, sha256_file, write_json
 from .base import GeneratorModule
-from .checkpoints import ResumeCheckpoint, class_path, resume_state, save_generator
+from .checkpoints import ResumeCheckpoint, class_path, move_aside, resume_state, save_generator
 from .curves import LossCurve
 
 log = logging.getLogger(__name__)
@@ -127,8 +127,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path, start_step = state if state else (None, 0)
     if state:
         log.info("resuming from %s at global step %d", ckpt_path, start_step)
-    elif last.exists():
-        log.info("%s belongs to another config, is unreadable or resume is off: training from scratch", last)
+    elif last.exists():  # another config (or resume off): keep it, never overwrite it
+        aside = move_aside(last)
+        log.warning("%s belongs to another config or train.resume is off: moved it to %s and training from "
+                    "scratch", last, aside)
 
     every_n = cfg.train.get("checkpoint_every_n_batches")
     saver = ResumeCheckpoint(last, key, every_s=cfg.train.get("checkpoint_every_s", 60),
