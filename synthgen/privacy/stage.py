@@ -112,7 +112,7 @@ def _reference_set(prepared: Path, meta_prep: dict) -> tuple[ImageSet | None, st
     return ref, f"prepared split {name}"
 
 
-def _nonmember_set(prepared: Path, reference: ImageSet | None, origin: str) -> ImageSet | None:
+def _nonmember_set(prepared: Path, reference: ImageSet | None, reference_name: str) -> ImageSet | None:
     """Non-members for the membership attacks: the ``val`` split when the reference is another split.
 
     The attacks need real unseen images *from the training distribution*; they never look at the holdout,
@@ -120,7 +120,7 @@ def _nonmember_set(prepared: Path, reference: ImageSet | None, origin: str) -> I
     is the official test split: it may come from other scanners, and a shifted non-member set inflates the
     attacks' AUC for reasons that have nothing to do with the model). ``None``: use the reference.
     """
-    if reference is None or origin == "prepared split val" or not (prepared / "val.npz").exists():
+    if reference is None or reference_name == "val" or not (prepared / "val.npz").exists():
         return None
     val = _prepared_set(prepared, "val")
     return val if len(val) else None
@@ -138,7 +138,7 @@ def run_stage(cfg) -> dict:
     meta_prep = _read_meta(prepared / "meta.json")
     train, holdout = _prepared_set(prepared, "train"), _prepared_set(prepared, "holdout")
     reference, origin = _reference_set(prepared, meta_prep)
-    nonmembers = _nonmember_set(prepared, reference, origin)
+    nonmembers = _nonmember_set(prepared, reference, reference_split(meta_prep, prepared / "meta.json"))
     arrays, gen_meta, synthetic = _generated(Path(paths.generated))
     error_fn, loss_info = loss_error_fn(gen_meta, pcfg.get("mia_loss") or {}, int(pcfg.get("seed", 0)),
                                         Path(paths.generated) / "cohort.json")
