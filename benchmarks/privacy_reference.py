@@ -25,7 +25,6 @@ than 2% flagged) and the audit's wall time. Everything runs for each ``--holdout
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time

@@ -10,7 +10,7 @@ from diffusers import DDPMScheduler
 from synthgen.errors import ConfigError
 from synthgen.models.base import seeded_noise
 from synthgen.models.diffusion import DiffusionModule
-from synthgen.sampling import CosineSchedule, ddim_sample, ddpm_sample, dpmpp_sample, guided_denoiser
+from synthgen.sampling import CosineSchedule, ddim_sample, ddpm_sample, guided_denoiser
 
 SHAPE = (1, 8, 8)
 CLASSES = ["flat", "stripes", "checker"]

@@ -3,9 +3,8 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
-from conftest import CHECK_CONTRACTS, REPO, expect_prepare_error, make_medmnist_npz, run_prepare
+from conftest import CHECK_CONTRACTS, expect_prepare_error, make_medmnist_npz, run_prepare
 from synthgen.config import compose
 from synthgen.data.medmnist import MedMNISTReader
 from synthgen.data.prepare import prepare

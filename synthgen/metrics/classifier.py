@@ -21,7 +21,7 @@ Determinism: the seed fixes the weight init, the batch draws and the augmentatio
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 import numpy as np
