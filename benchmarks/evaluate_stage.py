@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from synthgen.config import compose  # noqa: E402
-from synthgen.data.prepare import prepare  # noqa: E402
+from synthgen.stages.prepare import prepare  # noqa: E402
 from synthgen.data.prepared import load_split  # noqa: E402
 from synthgen.io import save_npz, write_json  # noqa: E402
 

@@ -57,7 +57,7 @@ def prepared_blood(ctx: Context) -> Path:
         if not src.exists():
             raise InputError(src, "BloodMNIST not found: set SYNTHGEN_SHARED_DATA or pass --checkpoint")
         from synthgen.config import compose
-        from synthgen.data.prepare import prepare
+        from synthgen.stages.prepare import prepare
 
         out = Path(ctx.workdir) / "blood_prepared"
         cfg = compose(["data=medmnist", f"data.path={src.resolve()}"], config_dir=REPO / "conf")
@@ -92,7 +92,7 @@ def build(ctx: Context, name: str, **overrides: Any) -> Any:
     from omegaconf import OmegaConf
 
     from synthgen.data.prepared import load_meta, load_split
-    from synthgen.models.training import build_model
+    from synthgen.stages.train import build_model
 
     prepared = prepared_blood(ctx)
     cfg = OmegaConf.load(REPO / "conf" / "model" / f"{name}.yaml")

@@ -13,7 +13,7 @@ from synthgen.config import load_config
 
 def main(overrides):
     cfg = load_config(overrides)  # validated before the heavy imports: a bad config fails fast
-    from synthgen.metrics.evaluate import run
+    from synthgen.stages.evaluate import run
 
     out = run(cfg)
     print(f"wrote {out}")

@@ -12,7 +12,7 @@ from synthgen.config import load_config
 
 def main(overrides):
     cfg = load_config(overrides)  # validated before the heavy imports: a bad config fails fast
-    from synthgen.export import export
+    from synthgen.stages.export import export
 
     out = export(cfg)
     print(f"wrote {out}")

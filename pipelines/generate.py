@@ -13,7 +13,7 @@ from synthgen.config import load_config
 
 def main(overrides):
     cfg = load_config(overrides)  # validated before the heavy imports: a bad config fails fast
-    from synthgen.models.generation import generate
+    from synthgen.stages.generate import generate
 
     out = generate(cfg)
     if out is not None:

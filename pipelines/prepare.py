@@ -12,7 +12,7 @@ from synthgen.config import load_config
 
 def main(overrides):
     cfg = load_config(overrides)  # validated before the heavy imports: a bad config fails fast
-    from synthgen.data.prepare import prepare
+    from synthgen.stages.prepare import prepare
 
     out = prepare(cfg)
     print(f"wrote {out}")

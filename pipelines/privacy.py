@@ -8,7 +8,7 @@ Exit 0: the cohort passed (flagged samples dropped); 1: a cohort-level gate fail
 
 import sys
 
-from synthgen.privacy.stage import main
+from synthgen.stages.privacy import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,7 +13,7 @@ from synthgen.config import load_config
 
 def main(overrides):
     cfg = load_config(overrides)  # validated before the heavy imports: a bad config fails fast
-    from synthgen.models.training import train
+    from synthgen.stages.train import train
 
     metrics = train(cfg)
     print(f"trained {metrics['model']}: global step {metrics['global_step']}, "

@@ -32,7 +32,7 @@ ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
 DEVICES = AnyOf(Int(ge=1), Int(choices=(-1,), note=" (all)"), Str(pattern=r"auto|-1|\d+(,\s*\d+)*,?", what="'auto'"),
                 ListOf(Int(ge=0), min_len=1), what="an integer >= 1, -1 (all), 'auto' or a list of device indices")
 #: ``synthgen.sampling.SAMPLERS``, ``synthgen.sampling.schedule.PREDICTION_TYPES``,
-#: ``synthgen.metrics.utility.ARMS``, ``synthgen.export.stage.FORMATS``, ``synthgen.models.diffaugment.POLICIES``,
+#: ``synthgen.metrics.utility.ARMS``, ``synthgen.stages.export.FORMATS``, ``synthgen.models.diffaugment.POLICIES``,
 #: ``synthgen.data.symmetries.SYMMETRIES``.
 SAMPLERS = ("ddpm", "ddim", "dpmpp")
 PREDICTION_TYPES = ("epsilon", "v_prediction")

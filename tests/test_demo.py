@@ -15,7 +15,7 @@ from synthgen.config import compose
 from synthgen.data.demo import encode, patient_classes, write_demo
 from synthgen.data.dicom import DicomReader
 from synthgen.data.dicom_writer import write_dicom
-from synthgen.data.prepare import prepare
+from synthgen.stages.prepare import prepare
 from synthgen.data.prepared import load_split
 from synthgen.data.phantom import render, sample_anatomy, sample_finding, sample_view
 from synthgen.errors import InputError

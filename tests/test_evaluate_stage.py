@@ -9,11 +9,11 @@ import pytest
 
 from conftest import REPO, make_medmnist_npz
 from synthgen.config import compose
-from synthgen.data.prepare import prepare
+from synthgen.stages.prepare import prepare
 from synthgen.data.prepared import load_split
 from synthgen.errors import InputError
 from synthgen.io import save_npz
-from synthgen.metrics.evaluate import run
+from synthgen.stages.evaluate import run
 from synthgen.metrics.synthetic import load_cohort
 
 TINY = ["evaluate.classifier.steps=6", "evaluate.classifier.batch_size=16", "evaluate.classifier.width=8",

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from export_fixture import REPO, build_audited, export_cfg, export_overrides
-from synthgen.export import export
+from synthgen.stages.export import export
 from synthgen.export.verify import verify_export
 
 
@@ -76,7 +76,7 @@ def test_sigkill_never_leaves_a_half_written_export(tmp_path, monkeypatch):
 
 
 def test_stale_temp_folders_are_cleaned_and_an_orphaned_previous_export_restored(tmp_path):
-    from synthgen.export.stage import clean_stale
+    from synthgen.stages.export import clean_stale
 
     build_audited(tmp_path, n=6)
     out = export(export_cfg(tmp_path))

@@ -8,7 +8,7 @@ import re
 import yaml
 
 from export_fixture import build_audited, export_cfg, run_without_synthgen
-from synthgen.export import export
+from synthgen.stages.export import export
 
 
 def _front_matter(text: str) -> dict:

@@ -15,7 +15,7 @@ import webdataset as wds
 from PIL import Image
 
 from export_fixture import build_audited, export_cfg
-from synthgen.export import export
+from synthgen.stages.export import export
 from synthgen.export import dicom as sdicom
 from synthgen.export import nifti as snifti
 

@@ -16,9 +16,9 @@ from PIL import Image
 
 from export_fixture import build_audited, export_cfg, find_check_contracts
 from synthgen.errors import ConfigError, InputError
-from synthgen.export import export
+from synthgen.stages.export import export
 from synthgen.export.encode import encode_png, preview_8bit
-from synthgen.export.stage import parse_formats
+from synthgen.stages.export import parse_formats
 
 CHECK_CONTRACTS = find_check_contracts()
 

@@ -15,7 +15,7 @@ import webdataset as wds
 
 from export_fixture import build_audited, export_cfg
 from synthgen.cli import main as cli
-from synthgen.export import export
+from synthgen.stages.export import export
 from synthgen.export.verify import verify_export
 from synthgen.io import sha256_file
 

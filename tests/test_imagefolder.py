@@ -6,7 +6,7 @@ from PIL import Image
 from conftest import expect_prepare_error, write_labels
 from synthgen.config import compose
 from synthgen.data.imagefolder import ImageFolderReader
-from synthgen.data.prepare import prepare
+from synthgen.stages.prepare import prepare
 from synthgen.data.prepared import load_split
 
 

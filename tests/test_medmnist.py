@@ -7,7 +7,7 @@ import numpy as np
 from conftest import CHECK_CONTRACTS, expect_prepare_error, make_medmnist_npz, run_prepare
 from synthgen.config import compose
 from synthgen.data.medmnist import MedMNISTReader
-from synthgen.data.prepare import prepare
+from synthgen.stages.prepare import prepare
 from synthgen.data.prepared import load_split
 
 

@@ -11,7 +11,7 @@ from synthgen.io import sha256_file, write_json
 from synthgen.models.checkpoints import class_path, save_generator
 from synthgen.models.diffusion import DiffusionModule
 from synthgen.privacy.membership import denoising_error_fn, loss_attack
-from synthgen.privacy.stage import main as stage_main
+from synthgen.stages.privacy import main as stage_main
 from test_privacy_stage import _setup
 
 

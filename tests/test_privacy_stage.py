@@ -7,10 +7,10 @@ import numpy as np
 
 from conftest import make_medmnist_npz
 from synthgen.config import compose
-from synthgen.data.prepare import prepare
+from synthgen.stages.prepare import prepare
 from synthgen.data.prepared import load_split
 from synthgen.io import save_npz, write_json
-from synthgen.privacy.stage import main as stage_main
+from synthgen.stages.privacy import main as stage_main
 
 
 def _setup(tmp_path, n_copies):

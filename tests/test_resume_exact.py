@@ -24,7 +24,7 @@ import torch
 
 from conftest import REPO, make_medmnist_npz
 from synthgen.config import compose
-from synthgen.data.prepare import prepare
+from synthgen.stages.prepare import prepare
 from synthgen.io import sha256_file
 
 BATCH = 8
@@ -123,7 +123,7 @@ def test_sigkill_mid_epoch_then_rerun_gives_the_uninterrupted_weights(prepared, 
 
 
 def _in_process(prepared: Path, run: Path, model: str, *extra: str) -> dict:
-    from synthgen.models.training import train
+    from synthgen.stages.train import train
 
     cmd = _cmd(prepared, run, model)
     return train(compose([*cmd[2:-1], *extra]))  # the stage's overrides without the step budget

@@ -13,7 +13,7 @@ import torch
 import webdataset as wds
 
 from export_fixture import build_audited, export_cfg, run_without_synthgen
-from synthgen.export import export
+from synthgen.stages.export import export
 from synthgen.shards import decode_sample, expand_urls, synthetic_pipeline
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from conftest import expect_prepare_error, make_medmnist_npz
 from synthgen.config import compose
-from synthgen.data.prepare import prepare
+from synthgen.stages.prepare import prepare
 from synthgen.data.prepared import load_split
 from synthgen.export.card import splits_section
 

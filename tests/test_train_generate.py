@@ -17,14 +17,14 @@ import torch
 
 from conftest import REPO, make_medmnist_npz
 from synthgen.config import compose
-from synthgen.data.prepare import prepare
+from synthgen.stages.prepare import prepare
 from synthgen.errors import ConfigError, InputError
 from synthgen.models.base import GeneratorModule, seeded_noise
 from synthgen.models.checkpoints import load_generator, save_generator
 from synthgen.models.gan import ConditionalGAN
 from synthgen.runner import run_stage
-from synthgen.models.generation import NonFiniteSampleError, generate
-from synthgen.models.training import train
+from synthgen.stages.generate import NonFiniteSampleError, generate
+from synthgen.stages.train import train
 
 TINY = ["model=cgan", "model.z_dim=8", "model.g_width=8", "model.d_width=8", "model.embed_dim=4",
         "model.batch_size=8", "model.standing_stats_batches=2", "trainer.enable_progress_bar=false",

@@ -218,7 +218,7 @@ def test_choice_lists_match_the_code():
 
     from synthgen import config_rules as cr
     from synthgen.data.symmetries import SYMMETRIES
-    from synthgen.export.stage import FORMATS
+    from synthgen.stages.export import FORMATS
     from synthgen.metrics.utility import ARMS
     from synthgen.models.diffaugment import POLICIES
     from synthgen.sampling import SAMPLERS

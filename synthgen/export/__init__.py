@@ -12,7 +12,7 @@ __all__ = ["export"]
 
 def __getattr__(name: str) -> Any:
     if name == "export":
-        from .stage import export
+        from ..stages.export import export
 
         return export
     raise AttributeError(name)

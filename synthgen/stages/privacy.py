@@ -39,7 +39,7 @@ from ..config import load_config
 from ..data.prepared import load_split
 from ..errors import InputError
 from ..io import atomic_path, save_npz, write_json
-from .inputs import ImageSet, to_float01, to_nchw
+from ..privacy.inputs import ImageSet, to_float01, to_nchw
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +128,9 @@ def _nonmember_set(prepared: Path, reference: ImageSet | None, reference_name: s
 
 def run_stage(cfg) -> dict:
     """Run the stage for a composed config; returns the report. Raises :class:`GateFailed` on a failed gate."""
-    from .audit import run_audit
-    from .loss_mia import loss_error_fn
-    from .report import build_report, metrics_summary, nearest_pairs_png, write_report
+    from ..privacy.audit import run_audit
+    from ..privacy.loss_mia import loss_error_fn
+    from ..privacy.report import build_report, metrics_summary, nearest_pairs_png, write_report
 
     pcfg = OmegaConf.to_container(cfg.privacy, resolve=True)
     paths = cfg.paths

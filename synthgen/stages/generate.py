@@ -37,8 +37,8 @@ from ..errors import InputError
 from ..io import atomic_path, dumps_json, save_npz, sha256_file
 from ..reports.grid import sample_grid
 from ..sampling.plan import Plan, build_plan
-from .base import GeneratorModule
-from .checkpoints import load_generator
+from ..models.base import GeneratorModule
+from ..models.checkpoints import load_generator
 
 log = logging.getLogger(__name__)
 

@@ -13,12 +13,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError, InputError
 from ..io import atomic_path
-from .cohort import Cohort
-from .near_duplicates import format_table, near_duplicate_table
-from .prepared import class_counts, write_prepared
-from .splits import (SPLITS, carve_holdout, privacy_reference_split, rare_cut, split_policy,
+from ..data.cohort import Cohort
+from ..data.near_duplicates import format_table, near_duplicate_table
+from ..data.prepared import class_counts, write_prepared
+from ..data.splits import (SPLITS, carve_holdout, privacy_reference_split, rare_cut, split_policy,
                      stratified_patient_split)
-from .symmetries import parse_symmetries
+from ..data.symmetries import parse_symmetries
 
 log = logging.getLogger(__name__)
 

@@ -40,9 +40,9 @@ from ..data.prepared import load_meta, load_split
 from ..data.resumable import ResumableLoader
 from ..errors import ConfigError, InputError
 from ..io import dumps_json, sha256_file, write_json
-from .base import GeneratorModule
-from .checkpoints import ResumeCheckpoint, class_path, move_aside, resume_state, save_generator
-from .curves import LossCurve
+from ..models.base import GeneratorModule
+from ..models.checkpoints import ResumeCheckpoint, class_path, move_aside, resume_state, save_generator
+from ..models.curves import LossCurve
 
 log = logging.getLogger(__name__)
 

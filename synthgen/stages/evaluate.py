@@ -23,13 +23,13 @@ from ..data.prepared import load_meta, load_split
 from ..data.symmetries import parse_symmetries
 from ..errors import ConfigError
 from ..io import write_json
-from .classifier import Recipe
-from .diversity import intra_class_ms_ssim
-from .features import load_or_train
-from .fidelity import fidelity_report
-from .plots import confusion_png, per_class_recall_png
-from .synthetic import load_cohort
-from .utility import ARMS, LabeledImages, rare_gain, run_arms, summarize
+from ..metrics.classifier import Recipe
+from ..metrics.diversity import intra_class_ms_ssim
+from ..metrics.features import load_or_train
+from ..metrics.fidelity import fidelity_report
+from ..metrics.plots import confusion_png, per_class_recall_png
+from ..metrics.synthetic import load_cohort
+from ..metrics.utility import ARMS, LabeledImages, rare_gain, run_arms, summarize
 
 log = logging.getLogger(__name__)
 

@@ -25,11 +25,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
 from ..io import atomic_path, dumps_json, sha256_file
-from .audited import AuditedCohort, load_audited
-from .card import load_optional_json, render_card
-from .encode import KEY_PATTERN, sample_key
-from .index import INDEX_NAME, build_index
-from .shards import sample_order, write_shards
+from ..export.audited import AuditedCohort, load_audited
+from ..export.card import load_optional_json, render_card
+from ..export.encode import KEY_PATTERN, sample_key
+from ..export.index import INDEX_NAME, build_index
+from ..export.shards import sample_order, write_shards
 
 log = logging.getLogger(__name__)
 FORMATS = ("webdataset", "dicom", "nifti")
@@ -82,9 +82,9 @@ def write_medical(cohort: AuditedCohort, out_dir: Path, name: str, formats: Sequ
     names = cohort.class_names
     for fmt in formats:
         if fmt == "dicom":
-            from .dicom import sample_dataset, write_dicom
+            from ..export.dicom import sample_dataset, write_dicom
         elif fmt == "nifti":
-            from .nifti import write_nifti
+            from ..export.nifti import write_nifti
         else:
             continue
         for pos, i in enumerate(order):
