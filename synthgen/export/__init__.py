@@ -1,18 +1,4 @@
-"""Export stage: the audited cohort as WebDataset shards + index.json + dataset card (+ DICOM/NIfTI).
+"""The export library: WebDataset shards, index.json, dataset card, DICOM/NIfTI copies, verification.
 
-``export`` is imported lazily so that ``synthgen verify`` starts without webdataset/torch.
+The stage that writes an export is :func:`synthgen.stages.export.export`.
 """
-
-from __future__ import annotations
-
-from typing import Any
-
-__all__ = ["export"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "export":
-        from ..stages.export import export
-
-        return export
-    raise AttributeError(name)

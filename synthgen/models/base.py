@@ -15,26 +15,12 @@ what the uninterrupted run drew, under DDP too (every rank holds the same counte
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Sequence
+from typing import Any
 
 import lightning as L
 import torch
 
-
-def seeded_noise(seeds: torch.Tensor, shape: Sequence[int], device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32, stream: int = 0) -> torch.Tensor:
-    """Standard normal noise ``(N, *shape)``, row ``i`` drawn from a CPU generator seeded by
-    ``(seeds[i], stream)`` only (independent of batch composition and device).
-
-    ``stream`` separates independent draws for one sample (e.g. the initial latent vs. the noise of sampler
-    step ``k``): generator seed = ``seeds[i] * 1_000_003 + stream``.
-    """
-    rows = []
-    for s in seeds.tolist():
-        g = torch.Generator(device="cpu").manual_seed(int(s) * 1_000_003 + int(stream))
-        rows.append(torch.randn(tuple(shape), generator=g, dtype=torch.float32))
-    out = torch.stack(rows) if rows else torch.empty((0, *shape))
-    return out.to(device=device, dtype=dtype)
+from ..sampling.noise import seeded_noise  # models draw their latents with it (imported from here too)
 
 
 def stream_seed(seed: int, stream: str, rank: int, batch: int) -> int:

@@ -26,8 +26,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
-from ..models.base import seeded_noise
 from .guidance import Denoiser
+from .noise import seeded_noise
 from .schedule import CosineSchedule
 
 
