@@ -16,7 +16,7 @@ from PIL import Image
 
 from export_fixture import build_audited, export_cfg
 from synthgen.stages.export import export
-from synthgen.export import dicom as sdicom
+from synthgen.data import dicom_writer as sdicom
 from synthgen.export import nifti as snifti
 
 PYDICOM_ROOT = "1.2.826.0.1.3680043.8.498."
@@ -151,8 +151,8 @@ def test_dcm2pnm_renders(exported, tmp_path):
 @pytest.mark.parametrize("shape,dtype", [((1, 5, 7), np.uint8), ((1, 5, 7), np.uint16), ((3, 5, 7), np.uint8)])
 def test_non_square_round_trip(tmp_path, shape, dtype):
     x = np.random.default_rng(0).integers(0, np.iinfo(dtype).max, size=shape).astype(dtype)
-    sdicom.write_dicom(tmp_path / "a.dcm", sdicom.sample_dataset(x, "k", "a", 1, name="x", config_hash="h",
-                                                                 generator="g", version="0"))
+    sdicom.save(tmp_path / "a.dcm", sdicom.sample_dataset(x, "k", "a", 1, name="x", config_hash="h",
+                                                          generator="g", version="0"))
     ds = pydicom.dcmread(tmp_path / "a.dcm")
     assert (ds.Rows, ds.Columns) == (5, 7) and np.array_equal(sdicom.read_pixels(tmp_path / "a.dcm"), x)
     snifti.write_nifti(tmp_path / "a.nii.gz", x)

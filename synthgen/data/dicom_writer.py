@@ -1,11 +1,17 @@
-"""Write synthetic grayscale DICOM files (Computed Radiography Image Storage) from stored pixel values.
+"""The one DICOM writer: grayscale CR/SC images from stored pixel values (the demo cohort, DICOM test inputs)
+and the export's synthetic Secondary Capture samples (:func:`sample_dataset`).
 
-Used by the demo cohort and by tests that need DICOM with a given bit depth, signedness, rescale,
-photometric interpretation or frame count. Headers are built from an allow-list of attributes (never by
-editing a real header), carry only the fake patient data passed in, are marked as synthetic
-(ImageType DERIVED, Contributing Equipment = "Synthesizing Equipment", optionally SyntheticData = YES), and use
-UIDs derived deterministically from non-PHI strings (``generate_uid(entropy_srcs=...)``) and fixed dates, so
-the bytes are identical on every run. Transfer syntax: explicit VR little endian.
+Headers are built from an allow-list of attributes (never by editing a real header), carry no real identity
+(the fake patient passed in, or a fixed ``SYNTHETIC`` one), are marked as synthetic (ImageType DERIVED, a
+Contributing Equipment item "Synthesizing Equipment", Synthetic Data = YES where asked), and use UIDs derived
+deterministically from non-PHI strings (``generate_uid(entropy_srcs=...)``) and fixed dates or none, so the
+bytes are identical on every run. Transfer syntax: explicit VR little endian.
+
+highdicom (0.28) was tried for the Secondary Capture objects and not adopted: its ``SCImage`` writes the
+current date and time (Instance Creation, Content, Date/Time of Secondary Capture, a second Contributing
+Equipment item with a Contribution DateTime), hard-codes Conversion Type ``DI`` and requires a patient
+orientation, so neither the "no dates, deterministic bytes" rule nor ``dciodvfy`` (missing Laterality) held
+without editing its output afterwards.
 """
 
 from __future__ import annotations
@@ -20,6 +26,19 @@ import numpy as np
 CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 MULTIFRAME_GRAY_WORD_SC = "1.2.840.10008.5.1.4.1.1.7.3"
+#: Purpose of Reference code of the Contributing Equipment item every file carries.
+SYNTHESIZING_EQUIPMENT = ("109100", "DCM", "Synthesizing Equipment")
+
+#: every attribute an exported sample may hold (:func:`sample_dataset` writes exactly these).
+ALLOWED_KEYWORDS = frozenset("""
+SpecificCharacterSet ImageType SOPClassUID SOPInstanceUID StudyDate StudyTime AccessionNumber Modality
+ConversionType ReferringPhysicianName Manufacturer SeriesDescription SyntheticData PatientName PatientID
+PatientBirthDate PatientSex StudyInstanceUID SeriesInstanceUID StudyID SeriesNumber InstanceNumber
+PatientOrientation Laterality BurnedInAnnotation SamplesPerPixel PhotometricInterpretation PlanarConfiguration
+Rows Columns BitsAllocated BitsStored HighBit PixelRepresentation PixelData ContributingEquipmentSequence
+PurposeOfReferenceCodeSequence CodeValue CodingSchemeDesignator CodeMeaning ManufacturerModelName
+SoftwareVersions ContributionDescription LossyImageCompression ImageComments
+""".split())
 
 
 @dataclass(frozen=True)
@@ -37,6 +56,51 @@ def uid(*parts: object) -> str:
     from pydicom.uid import generate_uid
 
     return generate_uid(entropy_srcs=["synthgen"] + [str(p) for p in parts])
+
+
+def _new_dataset(sop_class: str, sop_uid: str):
+    """An empty dataset with its file meta (explicit VR little endian) and the SOP attributes."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = "SYNTHGEN"
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_uid
+    return ds
+
+
+def _synthesizing_equipment(description: str, model_name: str | None = None, software: str | None = None):
+    """The Contributing Equipment Sequence (one "Synthesizing Equipment" item by ``synthgen``)."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as DicomSequence
+
+    item = Dataset()
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = SYNTHESIZING_EQUIPMENT
+    item.PurposeOfReferenceCodeSequence = DicomSequence([code])
+    item.Manufacturer = "synthgen"
+    if model_name is not None:
+        item.ManufacturerModelName = model_name[:64]
+    if software is not None:
+        item.SoftwareVersions = software[:64]
+    item.ContributionDescription = description
+    return DicomSequence([item])
+
+
+def _set_pixels(ds, pixels: np.ndarray, bits_allocated: int) -> None:
+    """``PixelData`` from ``pixels`` (frames/rows/columns[/samples] in file order), little endian, even length."""
+    data = np.ascontiguousarray(pixels).astype(pixels.dtype.newbyteorder("<")).tobytes()
+    ds.PixelData = data + (b"\0" if len(data) % 2 else b"")
+    ds["PixelData"].VR = "OB" if bits_allocated == 8 else "OW"
 
 
 def build_dataset(stored: np.ndarray, *, bits_stored: int = 12, signed: bool = False,
@@ -60,11 +124,8 @@ def build_dataset(stored: np.ndarray, *, bits_stored: int = 12, signed: bool = F
             files are marked synthetic anyway by ImageType DERIVED and the Contributing Equipment
             Sequence (109100 "Synthesizing Equipment").
     Returns:
-        a ``pydicom.Dataset`` with file meta, ready for ``save_as(path, enforce_file_format=True)``.
+        a ``pydicom.Dataset`` with file meta, ready for :func:`save`.
     """
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
-
     stored = np.asarray(stored)
     frames = stored.shape[0] if stored.ndim == 3 else 1
     bits_alloc = 8 if bits_stored <= 8 else 16
@@ -80,19 +141,7 @@ def build_dataset(stored: np.ndarray, *, bits_stored: int = 12, signed: bool = F
     series_key = tuple(series_key or uid_key[:2])
     sop_uid = uid("instance", *uid_key)
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = "SYNTHGEN"
-
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.ImageType = ["DERIVED", "SECONDARY"]
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = sop_uid
+    ds = _new_dataset(sop_class, sop_uid)
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = study_date
     ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
     ds.AccessionNumber = ""
@@ -122,13 +171,7 @@ def build_dataset(stored: np.ndarray, *, bits_stored: int = 12, signed: bool = F
     ds.SeriesNumber = series_number
     ds.InstanceNumber = instance_number
     ds.PatientOrientation = ["L", "F"]
-    eq = Dataset()
-    eq.Manufacturer = "synthgen"
-    code = Dataset()
-    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "109100", "DCM", "Synthesizing Equipment"
-    eq.PurposeOfReferenceCodeSequence = [code]
-    eq.ContributionDescription = "procedural phantom rendered by synthgen"
-    ds.ContributingEquipmentSequence = [eq]
+    ds.ContributingEquipmentSequence = _synthesizing_equipment("procedural phantom rendered by synthgen")
 
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = photometric
@@ -149,15 +192,90 @@ def build_dataset(stored: np.ndarray, *, bits_stored: int = 12, signed: bool = F
         ds.WindowCenter = f"{window[0]:g}"
         ds.WindowWidth = f"{window[1]:g}"
     ds.LossyImageCompression = "00"
-    data = np.ascontiguousarray(stored.astype(dtype)).astype(np.dtype(dtype).newbyteorder("<")).tobytes()
-    ds.PixelData = data + (b"\0" if len(data) % 2 else b"")
-    ds["PixelData"].VR = "OB" if bits_alloc == 8 else "OW"
+    _set_pixels(ds, stored.astype(dtype), bits_alloc)
     return ds
+
+
+def sample_dataset(image: np.ndarray, key: str, class_name: str, instance: int, *, name: str,
+                   config_hash: str, generator: str, version: str):
+    """An exported synthetic sample as a Secondary Capture dataset (with file meta).
+
+    Args:
+        image: ``(C, H, W)`` uint8|uint16, ``C`` in {1, 3}: the stored intensities, written unchanged
+            (8 or 16 bits unsigned; 1 channel MONOCHROME2, 3 channels RGB interleaved). Anything else raises
+            ``ValueError``.
+        key, class_name, instance: the sample's export key, class and Instance Number.
+        name, config_hash: the export's name and the generator run's config hash. UIDs come only from them
+            and the key: study one per export, series one per class, SOP instance one per key.
+        generator, version: written into the Contributing Equipment item (model name, software version).
+
+    Synthetic Data = YES; Image Type DERIVED\\SECONDARY; Conversion Type SYN; Patient's Name
+    ``SYNTHETIC^SAMPLE``, Patient ID ``SYNTHETIC``, the other type-2 attributes empty; no dates or times, so
+    the bytes depend only on the sample and the config. Only :data:`ALLOWED_KEYWORDS` occur.
+    """
+    from pydicom.uid import SecondaryCaptureImageStorage
+
+    c, h, w = image.shape
+    if image.dtype not in (np.uint8, np.uint16) or c not in (1, 3):
+        raise ValueError(f"DICOM export needs 1 or 3 channels of uint8|uint16, got {image.shape} {image.dtype}")
+    bits = 8 * image.dtype.itemsize
+    ds = _new_dataset(SecondaryCaptureImageStorage, uid(config_hash, name, "instance", key))
+    ds.StudyDate = ""
+    ds.StudyTime = ""
+    ds.AccessionNumber = ""
+    ds.Modality = "OT"
+    ds.ConversionType = "SYN"
+    ds.ReferringPhysicianName = ""
+    ds.Manufacturer = "synthgen"
+    ds.SeriesDescription = f"synthetic {class_name}"[:64]
+    ds.SyntheticData = "YES"
+    ds.PatientName = "SYNTHETIC^SAMPLE"
+    ds.PatientID = "SYNTHETIC"
+    ds.PatientBirthDate = ""
+    ds.PatientSex = ""
+    ds.StudyInstanceUID = uid(config_hash, name, "study")
+    ds.SeriesInstanceUID = uid(config_hash, name, "series", class_name)
+    ds.StudyID = ""
+    ds.SeriesNumber = 1
+    ds.Laterality = ""
+    ds.InstanceNumber = int(instance)
+    ds.PatientOrientation = ""
+    ds.BurnedInAnnotation = "NO"
+    ds.LossyImageCompression = "00"
+    ds.ImageComments = f"synthetic image, class {class_name}; not for diagnosis"[:10240]
+    ds.ContributingEquipmentSequence = _synthesizing_equipment(
+        "synthetic image generated by synthgen", model_name=generator or "unknown generator",
+        software=f"synthgen {version}")
+
+    ds.SamplesPerPixel = c
+    ds.PhotometricInterpretation = "MONOCHROME2" if c == 1 else "RGB"
+    if c == 3:
+        ds.PlanarConfiguration = 0
+    ds.Rows, ds.Columns = h, w
+    ds.BitsAllocated = ds.BitsStored = bits
+    ds.HighBit = bits - 1
+    ds.PixelRepresentation = 0
+    _set_pixels(ds, image[0] if c == 1 else image.transpose(1, 2, 0), bits)
+    return ds
+
+
+def save(path: str | os.PathLike, ds) -> Path:
+    """Write ``ds`` as a DICOM Part 10 file (preamble, file meta; deterministic bytes); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
 
 
 def write_dicom(path: str | os.PathLike, stored: np.ndarray, **kwargs) -> Path:
     """Build (see :func:`build_dataset`) and save one DICOM file; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    build_dataset(stored, **kwargs).save_as(path, enforce_file_format=True)
-    return path
+    return save(path, build_dataset(stored, **kwargs))
+
+
+def read_pixels(path: str | os.PathLike) -> np.ndarray:
+    """Read a file of :func:`sample_dataset` back to ``(C, H, W)`` in its stored dtype."""
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    a = ds.pixel_array
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)

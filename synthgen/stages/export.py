@@ -5,7 +5,7 @@ Folder layout (always; ``shared/tools/check_contracts.py export DIR`` checks it)
     <name>-000000.tar ...   WebDataset shards (see synthgen.export.shards)
     index.json              shard sha256/bytes/samples/classes, totals (see synthgen.export.index)
     README.md               dataset card (see synthgen.export.card)
-    dicom/<key>.dcm         only with export.format=dicom (see synthgen.export.dicom)
+    dicom/<key>.dcm         only with export.format=dicom (see synthgen.data.dicom_writer)
     nifti/<key>.nii.gz      only with export.format=nifti (see synthgen.export.nifti)
 
 The shards are written in every format, so consumers and checks see one layout; DICOM/NIfTI are extra
@@ -82,7 +82,7 @@ def write_medical(cohort: AuditedCohort, out_dir: Path, name: str, formats: Sequ
     names = cohort.class_names
     for fmt in formats:
         if fmt == "dicom":
-            from ..export.dicom import sample_dataset, write_dicom
+            from ..data.dicom_writer import sample_dataset, save
         elif fmt == "nifti":
             from ..export.nifti import write_nifti
         else:
@@ -92,7 +92,7 @@ def write_medical(cohort: AuditedCohort, out_dir: Path, name: str, formats: Sequ
             key = sample_key(name, names[label], int(cohort.index[i]))
             if fmt == "dicom":
                 rel = f"dicom/{key}.dcm"
-                write_dicom(out_dir / rel, sample_dataset(
+                save(out_dir / rel, sample_dataset(
                     cohort.images[i], key, names[label], pos + 1, name=name, config_hash=cohort.config_hash,
                     generator=cohort.generator, version=cohort.synthgen_version))
             else:
