@@ -20,7 +20,15 @@ from synthgen.data.prepared import load_split
 from synthgen.data.phantom import render, sample_anatomy, sample_finding, sample_view
 from synthgen.errors import InputError
 
-SMALL = dict(patients=12, images_per_patient=2)
+
+def _small() -> dict:
+    """A 12-patient demo; the other cohort parameters from conf/data/demo.yaml (write_demo has no defaults)."""
+    d = compose(["data=demo"]).data
+    return dict(patients=12, images_per_patient=2, source_size=int(d.source_size),
+                prevalence={k: float(v) for k, v in d.prevalence.items()}, seed=int(d.seed))
+
+
+SMALL = _small()
 
 
 def test_files_are_deterministic_and_headers_fake_and_12bit(tmp_path):

@@ -39,7 +39,7 @@ def _diffusion_cohort(tmp_path, ov):
     train = load_split(tmp_path / "prepared", "train", as_float=True)
     torch.manual_seed(0)
     model = DiffusionModule(["a", "b", "c"], train.images.shape[1:], channels=[8, 16], blocks_per_level=1,
-                            autocast=False, label_dropout=0.0)
+                            autocast=False, label_dropout=0.0, ema_decay=0.999)
     _fit(model, train.images[:32].astype(np.float32), train.labels[:32], steps=3)
     ckpt = save_generator(tmp_path / "models" / "generator.ckpt", model, "test")
     meta_p = tmp_path / "generated" / "cohort.json"
@@ -110,7 +110,7 @@ def test_overfit_diffusion_model_is_caught_and_non_members_are_not(one_thread):
     members, non_a, non_b = _textures(24, rng), _textures(200, rng), _textures(200, rng)
     torch.manual_seed(0)
     model = DiffusionModule(["x"], (1, 8, 8), channels=[16, 32], blocks_per_level=1, autocast=False,
-                            label_dropout=0.0)
+                            label_dropout=0.0, ema_decay=0.999)
     _fit(model, members, np.zeros(24), steps=500)            # a few dozen images, many steps: memorised
     fn = denoising_error_fn(model, (50, 200, 500), seed=0, batch=64)
     z = np.zeros(200, np.int64)

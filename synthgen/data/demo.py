@@ -73,14 +73,16 @@ def patient_classes(n_patients: int, prevalence: Mapping[str, float], rng: np.ra
     return [classes[i] for i in rng.permutation(len(classes))]
 
 
-def write_demo(root: str | Path, patients: int = 100, images_per_patient: int = 3, source_size: int = 64,
-               prevalence: Mapping[str, float] | None = None, seed: int = 0, labels: str = "labels.csv") -> Path:
+def write_demo(root: str | Path, *, patients: int, images_per_patient: int, source_size: int,
+               prevalence: Mapping[str, float], seed: int, labels: str = "labels.csv") -> Path:
     """Write the demo DICOM cohort into ``root`` atomically (replacing a previous demo there).
+
+    The cohort's parameters have no defaults here: ``conf/data/demo.yaml`` holds them (the only source).
 
     Returns the folder. Raises :class:`InputError` if ``root`` holds something other than a demo cohort.
     """
     root = Path(root)
-    prevalence = dict(prevalence or {"normal": 0.55, "nodule": 0.22, "effusion": 0.20, "pneumothorax": 0.03})
+    prevalence = dict(prevalence)
     unknown = [k for k in prevalence if k not in FINDINGS]
     if unknown:
         raise ConfigError("data.prevalence", f"unknown classes {unknown}; the phantom knows {list(FINDINGS)}")
@@ -159,12 +161,13 @@ class DemoReader:
         root: where the DICOM files and ``labels`` CSV are written (``data/demo``).
         image_size, classes, window, workers: passed to :class:`DicomReader`.
         patients, images_per_patient, source_size, prevalence, seed: the cohort (see :func:`write_demo`).
+
+    No argument has a default: the reader is built from ``conf/data/demo.yaml`` (the one source of them).
     """
 
-    def __init__(self, root: str = "data/demo", labels: str = "labels.csv", image_size: int | None = 28,
-                 classes: Sequence[str] | None = None, window: Sequence[float] | None = None,
-                 patients: int = 100, images_per_patient: int = 3, source_size: int = 64,
-                 prevalence: Mapping[str, float] | None = None, seed: int = 0, workers: int | None = None):
+    def __init__(self, *, root: str, labels: str, image_size: int | None, classes: Sequence[str] | None,
+                 window: Sequence[float] | None, patients: int, images_per_patient: int, source_size: int,
+                 prevalence: Mapping[str, float], seed: int, workers: int | None):
         self.root, self.labels = Path(root), labels
         self.cohort_args = dict(patients=patients, images_per_patient=images_per_patient,
                                 source_size=source_size, prevalence=prevalence, seed=seed)
@@ -180,8 +183,3 @@ class DemoReader:
         cohort.source_kind = "demo"
         return cohort
 
-
-if __name__ == "__main__":  # pragma: no cover
-    import sys
-
-    print(write_demo(sys.argv[1] if len(sys.argv) > 1 else "data/demo"))

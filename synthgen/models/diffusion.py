@@ -54,10 +54,10 @@ class DiffusionModule(GeneratorModule):
     """
 
     def __init__(self, class_names: Sequence[str], image_shape: Sequence[int],
-                 channels: Sequence[int] = (32, 64, 64), blocks_per_level: int = 2, emb_dim: int | None = None,
+                 channels: Sequence[int] = (32, 64, 64), blocks_per_level: int = 1, emb_dim: int | None = None,
                  dropout: float = 0.0, prediction_type: str = "v_prediction", num_timesteps: int = 1000,
                  label_dropout: float = 0.1, lr: float = 2e-3, weight_decay: float = 0.0,
-                 warmup_steps: int = 100, adam_betas: Sequence[float] = (0.9, 0.99), ema_decay: float = 0.999,
+                 warmup_steps: int = 100, adam_betas: Sequence[float] = (0.9, 0.99), ema_decay: float = 0.995,
                  autocast: bool = True, max_batch: int = 512, seed: int = 0, name: str = "ddpm"):
         super().__init__()
         # Plain Python values only (Hydra passes ListConfig): checkpoints must load with weights_only=True.

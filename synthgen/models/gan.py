@@ -70,8 +70,8 @@ class ConditionalGAN(GeneratorModule):
                  g_width: int = 32, d_width: int = 32, embed_dim: int = 32, lr_g: float = 2e-4,
                  lr_d: float = 4e-4, betas: Sequence[float] = (0.0, 0.99), ema_decay: float = 0.999,
                  diffaugment: str = "color,translation", standing_stats_batches: int = 16,
-                 diversity_weight: float = 0.0, autocast: bool = False, mbstd_group: int = 0,
-                 hierarchical_z: bool = False, seed: int = 0) -> None:
+                 diversity_weight: float = 0.05, autocast: bool = True, mbstd_group: int = 0,
+                 hierarchical_z: bool = True, seed: int = 0) -> None:
         super().__init__()
         self.class_names = [str(c) for c in class_names]
         c, h, w = (int(v) for v in image_shape)
