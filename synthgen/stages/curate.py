@@ -145,6 +145,10 @@ def _curate(cfg: DictConfig) -> dict[str, Any]:
         guidance[cand_rows], classes, names, ccfg.get("plan") or {},
         Recipe.from_config(ecfg.classifier, symmetries=symmetries), int(cfg.seed))
     shipped = np.sort(np.concatenate([np.flatnonzero(result.kept & ~is_cand), cand_rows[chosen]]))
+    if len(shipped) == 0:
+        raise InputError(Path(ccfg["input"]) / "cohort.npz", f"the curate stage ships no sample: all {n} dropped "
+                         f"({json.dumps(result.counts())}); check the generator (reports/samples.png) or loosen "
+                         "curate.filter")
 
     per_class = {}
     for c, name in enumerate(names):
