@@ -12,6 +12,7 @@ stage's timings and kept fractions per class; the shifted copies exercise the ne
 from __future__ import annotations
 
 import argparse
+import logging
 import json
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ def main() -> None:
     ap.add_argument("--cache", default=".cache/evaluate")
     ap.add_argument("-o", "--overrides", nargs="*", default=[])
     a = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     work = Path(a.work)
     test = load_split(a.prepared, "test", as_float=False)
     parts, labels = [], []

@@ -65,7 +65,7 @@ class FilterResult:
 
 
 def greedy_near_duplicates(images: np.ndarray, order: np.ndarray, threshold: float | None,
-                           chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+                           chunk: int = 1024, dense_max: int = 8192) -> tuple[np.ndarray, np.ndarray]:
     """Greedy de-duplication of one class.
 
     Args:
@@ -73,6 +73,7 @@ def greedy_near_duplicates(images: np.ndarray, order: np.ndarray, threshold: flo
         order: ``(n,)`` rows of ``images`` eligible for keeping, best first.
         threshold: Pearson correlation at which a sample duplicates a kept one; None keeps every eligible row.
         chunk: rows per similarity block for the final scores.
+        dense_max: largest class whose ``(N, N)`` float32 correlation matrix is computed at once (256 MiB).
 
     Returns:
         ``kept`` ``(N,)`` bool and ``nn`` ``(N,)`` float32: Pearson correlation of every row with the nearest
@@ -84,12 +85,14 @@ def greedy_near_duplicates(images: np.ndarray, order: np.ndarray, threshold: flo
     if threshold is None:
         kept[np.asarray(order, dtype=np.int64)] = True
     else:
-        best = torch.full((n,), -np.inf, dtype=torch.float32)  # max correlation with the kept rows so far
+        # all pairwise correlations in one matmul where they fit (n <= dense_max), else one row per kept sample
+        sim = (z @ z.T).numpy() if n <= dense_max else None
+        best = np.full(n, -np.inf, dtype=np.float32)  # max correlation with the kept rows so far
         for i in np.asarray(order, dtype=np.int64):
             if best[i] >= threshold:
                 continue
             kept[i] = True
-            best = torch.maximum(best, z @ z[i])
+            np.maximum(best, sim[i] if sim is not None else (z @ z[i]).numpy(), out=best)
     nn = np.full(n, -1.0, dtype=np.float32)
     keep_idx = np.flatnonzero(kept)
     if len(keep_idx):

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..metrics.classifier import predict_proba
 from ..metrics.features import FeatureExtractor
 from ..metrics.prdc import kth_radius, pairwise_distances
 
@@ -81,11 +80,14 @@ def classifier_scores(extractor: FeatureExtractor, images: torch.Tensor, labels:
                       bf16: bool = True) -> ClassifierScores:
     """Both classifier scores of ``images`` ``(N, C, H, W)`` float in ``[0, 1]`` with intended ``labels``.
 
-    ``real_features`` ``(M, D)`` = ``extractor(real training images)`` (computed once by the caller);
-    ``bf16``: the recipe's autocast for the softmax (features are always fp32).
+    ``real_features`` ``(M, D)`` = ``extractor(real training images)`` (computed once by the caller). One
+    forward pass: the softmax is the classifier's head applied to the fp32 features (``bf16`` is accepted
+    for the recipe's signature and not used: fp32 keeps the scores independent of a CPU's bf16 kernels).
     """
     feats = extractor(images)
-    proba = predict_proba(extractor.model, images, bf16=bf16)
+    with torch.no_grad():  # the head on the fp32 features: one forward pass for both scores
+        logits = extractor.model.head(torch.from_numpy(feats).float())
+        proba = torch.softmax(logits, dim=1).double().numpy()
     return ClassifierScores(confidence(proba, labels), realism(feats, labels, real_features, real_labels, k), feats)
 
 
