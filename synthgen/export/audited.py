@@ -133,8 +133,9 @@ def load_audited(audited_dir: str | os.PathLike, require_pass: bool = True) -> A
         raise InputError(npz_p, f"images must be (N, C, H, W) uint8|uint16, got {images.shape} {images.dtype}")
     if n == 0:
         raise InputError(npz_p, "the audited cohort is empty: nothing to export")
-    for k, a in [("labels", labels), ("seeds", seeds), ("index", index)] + [
-            (PRIVACY_PREFIX + s, v) for s, v in privacy.items()] + [(CURATE_PREFIX + s, v) for s, v in curation.items()]:
+    scores = [(PRIVACY_PREFIX + s, v) for s, v in privacy.items()]
+    scores += [(CURATE_PREFIX + s, v) for s, v in curation.items()]
+    for k, a in [("labels", labels), ("seeds", seeds), ("index", index)] + scores:
         if a.shape != (n,):
             raise InputError(npz_p, f"{k} has shape {a.shape}, expected ({n},)")
     for k, a in (("labels", labels), ("seeds", seeds), ("index", index)):

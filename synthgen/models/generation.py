@@ -6,8 +6,9 @@ processes use DDP, ``gloo`` on CPU). The plan is cut into fixed batches *before*
 one run of rows drawn at the same guidance scale (one run for a single scale and no boost candidates), and
 the last batch of a run is padded to full size (padding rows carry ``index = -1`` and are dropped), so every
 sample is computed in exactly the same batch on 1 or many devices, and adding boost candidates (appended
-after the ordinary rows, :mod:`synthgen.sampling.plan`) never changes the batches of the ordinary rows: with the same number of threads per process the
-cohort is byte-identical either way (float kernels may round differently with other thread counts or CPUs).
+after the ordinary rows, :mod:`synthgen.sampling.plan`) never changes the batches of the ordinary rows. With
+the same number of threads per process the cohort is byte-identical either way (float kernels may round
+differently with other thread counts or CPUs).
 Each rank writes its rows to ``<generated>.parts/``; rank 0 reassembles them in plan order, removes the
 parts, checks that every sample is finite and only then quantizes and writes the cohort (atomically). A
 non-finite sample (NaN/inf: a diverged checkpoint or a numerical fault in a sampler) stops the stage with a
@@ -245,6 +246,11 @@ def generate(cfg: DictConfig) -> Path | None:
                          "model without guidance (GAN)",
         "synthgen_version": __version__,
     }
+    if plan.candidates:  # the curate keys that shaped the plan belong to the cohort's identity
+        cur = curate_cfg or {}
+        record["config"]["boost_candidates"] = {
+            "classes": list(cur.get("classes") or []), "oversample": cur.get("oversample"),
+            "guidance": list(cur.get("guidance") or []), "amounts": list((cur.get("plan") or {}).get("amounts") or [])}
     record["config_hash"] = config_hash({"config": record["config"], "checkpoint_sha256": record["checkpoint_sha256"]})
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)

@@ -154,7 +154,7 @@ def _curate(cfg: DictConfig) -> dict[str, Any]:
     for c, name in enumerate(names):
         m = labels == c
         per_class[name] = {
-            "in": int(m.sum()), "kept": int((m & result.kept).sum()), "shipped": int(np.isin(shipped, np.flatnonzero(m)).sum()),
+            "in": int(m.sum()), "kept": int((m & result.kept).sum()), "shipped": int((labels[shipped] == c).sum()),
             "candidates_in": int((m & is_cand).sum()), "candidates_kept": int((m & is_cand & result.kept).sum()),
             "dropped": {r: int((m & (result.reason == i)).sum()) for i, r in enumerate(REASONS) if r != "kept"}}
     summary = {"n_in": n, "n_kept": int(result.kept.sum()), "n_shipped": int(len(shipped)),
