@@ -32,7 +32,7 @@ def project(tmp_path_factory):
     save_npz(tmp / "gen" / "cohort.npz", images=np.concatenate([val.images] * 3),
              labels=np.concatenate([val.labels] * 3), seeds=np.arange(3 * len(val.labels), dtype=np.int64))
     (tmp / "gen" / "cohort.json").write_text(json.dumps({"class_names": ["a", "b", "c"]}))
-    base = ["data=medmnist", *data, f"paths.prepared={prepared}", f"paths.generated={tmp / 'gen'}",
+    base = ["data=medmnist", *data, f"paths.prepared={prepared}", f"paths.audited={tmp / 'gen'}",
             f"evaluate.cache_dir={tmp / 'cache'}", *TINY]
     return tmp, base
 

@@ -66,6 +66,8 @@ TINY = ["trainer.max_steps=4", "trainer.enable_progress_bar=false", "trainer.log
         "evaluate.utility.seeds=[0]", "evaluate.diversity.pairs_per_class=4", "evaluate.fidelity.k=2",
         "evaluate.fidelity.kid_subset_size=4", "privacy.threads=1", "privacy.embedding.steps=4",
         "privacy.embedding.batch_size=16",
+        # a 4-step model draws noise that the curation filter would drop: this test is about PHI, keep them all
+        "curate.filter.min_confidence=0", "curate.filter.max_realism=null", "curate.filter.near_duplicate=null",
         # 8 samples of a 4-step model on 20 noise images cannot meet the calibrated gates (defaults
         # unchanged); the test is about where strings go, so it only relaxes these gates here.
         "privacy.gates.max_flagged_share=0.9", "privacy.gates.mia_max_auc=1.0",
@@ -75,7 +77,7 @@ MODELS = {
     "cgan": ["model=cgan", "model.z_dim=8", "model.g_width=8", "model.d_width=8", "model.embed_dim=4",
              "model.batch_size=8", "model.standing_stats_batches=2"],
 }
-STAGES = ("prepare", "train", "generate", "evaluate", "privacy", "export")
+STAGES = ("prepare", "train", "generate", "curate", "privacy", "evaluate", "export")
 
 
 def write_phi_source(src: Path) -> tuple[Path, list[str]]:
@@ -196,8 +198,8 @@ def test_no_phi_reaches_export_metrics_or_reports(tmp_path, monkeypatch, model):
     assert find_strings(needles + source_uids, work / "data/export", work / "metrics", work / "reports") == []
     downstream = [p for p in work.iterdir() if p.name != "data"]
     downstream += [p for p in (work / "data").iterdir() if p.name != "prepared"]
-    assert sorted(p.name for p in downstream) == [".cache", "audited", "export", "generated", "metrics",
-                                                  "models", "reports"]
+    assert sorted(p.name for p in downstream) == [".cache", "audited", "curated", "export", "generated",
+                                                  "metrics", "models", "reports"]
     assert find_strings(needles + source_uids, *downstream) == []
     for f in (out / "dicom").iterdir():  # no date, no private tag in the synthetic DICOM
         ds = pydicom.dcmread(f)

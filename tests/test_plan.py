@@ -76,3 +76,37 @@ def test_rare_class_sweep_overrides_compose():
         cfg = compose(["data=medmnist", "data.path=/x.npz", group])
         assert cfg.trainer.accelerator == "gpu" and cfg.generate.accelerator == "gpu"
     assert compose(["data=medmnist", "data.path=/x.npz", "trainer=ddp"]).trainer.strategy == "ddp"
+
+
+def test_guidance_map_and_candidates_never_change_other_samples():
+    from synthgen.sampling.plan import class_guidance
+
+    cfg = {"per_class": 4, "counts": {}, "seed": 2, "sampling": {"guidance": {"platelet": 3.0}}}
+    cur = {"classes": ["basophil"], "oversample": 2, "guidance": [1.0, 2.0], "plan": {"amounts": [0.5, 2]}}
+    plain = build_plan(cfg, NAMES, REAL)
+    boosted = build_plan(cfg, NAMES, REAL, cur)
+    n = len(plain)
+    assert np.array_equal(boosted.seeds[:n], plain.seeds) and np.array_equal(boosted.labels[:n], plain.labels)
+    assert plain.guidance.tolist() == [1.0] * 8 + [3.0] * 4 and not plain.candidate.any()
+    assert boosted.candidates == {"basophil": 2 * 160} and boosted.candidate[n:].all()  # 2 x 2 x 40, 2 values
+    assert np.bincount(boosted.guidance[n:].astype(int)).tolist() == [0, 160, 160]
+    assert len(np.unique(boosted.seeds)) == len(boosted)
+    bigger = build_plan(cfg, NAMES, REAL, {**cur, "oversample": 3})   # more candidates: same first ones
+    assert set(boosted.seeds.tolist()) <= set(bigger.seeds.tolist())
+    gan = build_plan(cfg, NAMES, REAL, cur, uses_guidance=False)
+    assert (gan.guidance == 1.0).all() and gan.candidates == {"basophil": 160}
+    assert class_guidance(2.5, NAMES) == {n: 2.5 for n in NAMES}
+
+
+@pytest.mark.parametrize("gen,cur,key", [
+    ({"sampling": {"guidance": {"basofil": 2.0}}}, None, "generate.sampling.guidance"),
+    ({"sampling": {"guidance": -1.0}}, None, "generate.sampling.guidance"),
+    ({}, {"classes": ["basofil"], "oversample": 2, "guidance": [1.0]}, "curate.classes"),
+    ({}, {"classes": ["basophil"], "oversample": 0, "guidance": [1.0]}, "curate.oversample"),
+    ({}, {"classes": ["basophil"], "oversample": 1, "guidance": [1.0], "plan": {"amounts": [0, 1]}},
+     "curate.plan.amounts"),
+    ({}, {"classes": ["basophil"], "oversample": 1, "guidance": []}, "curate.guidance"),
+])
+def test_bad_guidance_and_boost_settings_name_the_key(gen, cur, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        build_plan({"per_class": 1, **gen}, NAMES, REAL, cur)

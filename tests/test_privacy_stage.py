@@ -23,7 +23,7 @@ def _setup(tmp_path, n_copies):
     gen = tmp_path / "generated"
     save_npz(gen / "cohort.npz", images=images, labels=labels, seeds=np.arange(len(images), dtype=np.int64))
     write_json(gen / "cohort.json", {"generator": "test", "class_names": ["a", "b", "c"]})
-    return ov + [f"paths.generated={gen}", f"paths.audited={tmp_path / 'audited'}",
+    return ov + [f"paths.curated={gen}", f"paths.audited={tmp_path / 'audited'}",
                  f"paths.metrics={tmp_path / 'metrics'}", f"paths.reports={tmp_path / 'reports'}",
                  f"privacy.embedding.cache_dir={tmp_path / 'enc'}", "privacy.embedding.steps=10",
                  "privacy.embedding.batch_size=32", "privacy.gates.max_flagged_share=0.2"], len(val.images)
@@ -65,7 +65,7 @@ def test_stage_fails_the_pipeline_on_a_copying_model(tmp_path, capsys):
 
 def test_stage_missing_generated_cohort_is_bad_input(tmp_path, capsys):
     ov, _ = _setup(tmp_path, n_copies=0)
-    assert stage_main(ov + [f"paths.generated={tmp_path / 'nothing'}"]) == 2
+    assert stage_main(ov + [f"paths.curated={tmp_path / 'nothing'}"]) == 2
     assert "cohort.npz" in capsys.readouterr().err
 
 

@@ -262,3 +262,52 @@ def test_a_damaged_resume_checkpoint_stops_training_and_another_configs_is_moved
     train(compose(overrides(root, "trainer.max_steps=4", "model.lr_g=0.001")))
     aside = last.parent / "last.1.ckpt.bak"
     assert aside.read_bytes() == original and last.read_bytes() != original
+
+
+class GuidedConstant(GeneratorModule):
+    """A generator whose grey level is ``guidance / 4`` (tests that each sample gets its own guidance)."""
+
+    def __init__(self, class_names, image_shape):
+        super().__init__()
+        self.save_hyperparameters()
+        self.class_names, self.image_shape = list(class_names), tuple(image_shape)
+        self.scale = torch.nn.Parameter(torch.tensor(1.0))
+
+    def generate(self, labels, seeds, guidance: float = 1.0, steps: int = 1):
+        return torch.full((len(labels), *self.image_shape), float(guidance) / 4).detach() * self.scale.detach()
+
+
+def test_per_class_guidance_and_boost_candidates(trained, tmp_path):
+    ckpt = save_generator(tmp_path / "guided.ckpt", GuidedConstant(["a", "b", "c"], [3, 16, 16]), "k")
+    base = overrides(trained, f"++generate.checkpoint={ckpt}", f"paths.reports={tmp_path}",
+                     "generate.batch_size=4", "curate.oversample=1", "curate.plan.amounts=[0.5,1]")
+    out = generate(compose(base + [f"paths.generated={tmp_path / 'g'}", "++generate.sampling.guidance={a: 0.5, b: 2.0}",
+                                   "curate.classes=[c]", "curate.guidance=[1.0,3.0]"]))
+    rec = json.loads((out / "cohort.json").read_text())
+    with np.load(out / "cohort.npz") as z:
+        images, labels, guidance, cand = z["images"], z["labels"], z["guidance"], z["boost_candidate"]
+    real_c = json.loads((trained / "prepared" / "meta.json").read_text())["counts"]["train"]["c"]
+    assert rec["candidates"] == {"c": 2 * real_c} and rec["candidate_guidance"] == [1.0, 3.0]
+    assert guidance.dtype == np.float32 and cand.dtype == bool and cand.sum() == 2 * real_c
+    assert not cand[:15].any() and np.array_equal(labels[cand], np.full(2 * real_c, 2))
+    assert guidance[:15].tolist() == [0.5] * 5 + [2.0] * 5 + [1.0] * 5        # a, b from the map; c unnamed
+    assert sorted(set(guidance[cand].tolist())) == [1.0, 3.0]
+    # every sample was drawn with its own guidance (grey level guidance / 4)
+    grey = images.reshape(len(images), -1).mean(axis=1) / 255
+    assert np.abs(grey - np.minimum(guidance / 4, 1)).max() < 0.01
+    # the ordinary rows are exactly those of a run without candidates
+    plain = generate(compose(base + [f"paths.generated={tmp_path / 'p'}", "++generate.sampling.guidance={a: 0.5, b: 2.0}",
+                                     "curate.classes=[]"]))
+    with np.load(plain / "cohort.npz") as z:
+        assert np.array_equal(z["seeds"], np.load(out / "cohort.npz")["seeds"][:15])
+        assert np.array_equal(z["images"], images[:15]) and not z["boost_candidate"].any()
+    with pytest.raises(ConfigError, match=r"generate.sampling.guidance.*unknown class 'x'"):
+        generate(compose(base + ["++generate.sampling.guidance={x: 2.0}"]))
+
+
+def test_gan_records_guidance_one_and_draws_one_candidate_block(trained, tmp_path):
+    out = generate(compose(overrides(trained, f"paths.generated={tmp_path / 'g'}", f"paths.reports={tmp_path}",
+                                     "curate.classes=[b]", "curate.oversample=1", "curate.plan.amounts=[1]")))
+    with np.load(out / "cohort.npz") as z:
+        assert (z["guidance"] == 1.0).all() and z["boost_candidate"].sum() == json.loads(
+            (trained / "prepared" / "meta.json").read_text())["counts"]["train"]["b"]

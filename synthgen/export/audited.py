@@ -2,7 +2,8 @@
 
 Contract (DEVELOPERS.md): ``cohort.npz`` holds ``images`` ``(N, C, H, W)`` uint8|uint16, ``labels`` ``(N,)``
 int64, ``seeds`` ``(N,)`` int64, ``index`` ``(N,)`` int64 (row in the generated cohort, unique) and one
-``privacy_<score>`` ``(N,)`` float32 array per privacy score; ``cohort.json`` holds the generator's provenance
+``privacy_<score>`` ``(N,)`` float32 array per privacy score (and, from the curate stage, one ``curate_<score>``
+``(N,)`` float32 array per curation score); ``cohort.json`` holds the generator's provenance
 (generator name, model target, checkpoint sha256, resolved config, class_names, per-class counts, synthgen
 version, config hash) plus the gate's ``privacy`` summary (``passed``, ``thresholds``, ``n_flagged``, ...).
 """
@@ -20,6 +21,7 @@ import numpy as np
 from ..errors import InputError
 
 PRIVACY_PREFIX = "privacy_"
+CURATE_PREFIX = "curate_"
 
 
 @dataclass
@@ -33,6 +35,8 @@ class AuditedCohort:
         index: ``(N,)`` int64, unique row of each sample in the generated cohort.
         privacy: score name -> ``(N,)`` float32 (the ``privacy_<name>`` arrays).
         meta: the parsed ``cohort.json``.
+        curation: score name -> ``(N,)`` float32 (the ``curate_<name>`` arrays; empty for a cohort that
+            did not go through the curate stage).
     """
 
     images: np.ndarray
@@ -41,6 +45,7 @@ class AuditedCohort:
     index: np.ndarray
     privacy: dict[str, np.ndarray]
     meta: dict[str, Any] = field(default_factory=dict)
+    curation: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -121,13 +126,16 @@ def load_audited(audited_dir: str | os.PathLike, require_pass: bool = True) -> A
         images, labels, seeds, index = z["images"], z["labels"], z["seeds"], z["index"]
         privacy = {k[len(PRIVACY_PREFIX):]: z[k].astype(np.float32) for k in sorted(z.files)
                    if k.startswith(PRIVACY_PREFIX)}
+        curation = {k[len(CURATE_PREFIX):]: z[k].astype(np.float32) for k in sorted(z.files)
+                    if k.startswith(CURATE_PREFIX)}
     n = len(images)
     if images.ndim != 4 or images.dtype not in (np.uint8, np.uint16):
         raise InputError(npz_p, f"images must be (N, C, H, W) uint8|uint16, got {images.shape} {images.dtype}")
     if n == 0:
         raise InputError(npz_p, "the audited cohort is empty: nothing to export")
-    for k, a in [("labels", labels), ("seeds", seeds), ("index", index)] + [
-            (PRIVACY_PREFIX + s, v) for s, v in privacy.items()]:
+    scores = [(PRIVACY_PREFIX + s, v) for s, v in privacy.items()]
+    scores += [(CURATE_PREFIX + s, v) for s, v in curation.items()]
+    for k, a in [("labels", labels), ("seeds", seeds), ("index", index)] + scores:
         if a.shape != (n,):
             raise InputError(npz_p, f"{k} has shape {a.shape}, expected ({n},)")
     for k, a in (("labels", labels), ("seeds", seeds), ("index", index)):
@@ -140,4 +148,4 @@ def load_audited(audited_dir: str | os.PathLike, require_pass: bool = True) -> A
     if index.min() < 0:
         raise InputError(npz_p, "index has negative entries")
     return AuditedCohort(images=images, labels=labels.astype(np.int64), seeds=seeds.astype(np.int64),
-                         index=index.astype(np.int64), privacy=privacy, meta=meta)
+                         index=index.astype(np.int64), privacy=privacy, meta=meta, curation=curation)

@@ -251,6 +251,9 @@ def render_card(cohort: AuditedCohort, index: Mapping[str, Any], export_cfg: Map
 
     out.append("## Evaluation\n")
     ev = run_independent(evaluate)
+    if ev:
+        out.append("Measured on the exported samples (the pipeline evaluates the audited cohort, after curation and "
+                   "the privacy gate; `metrics/evaluate.json`):\n")
     out.append((_table(("metric", "value"), list(ev.items())) if ev else
                 "No evaluation metrics (`metrics/evaluate.json`) were available.") + "\n")
 
@@ -260,9 +263,10 @@ def render_card(cohort: AuditedCohort, index: Mapping[str, Any], export_cfg: Map
     out.append("Only samples the privacy gate kept are exported (gate summary from `cohort.json`, details "
                "from `metrics/privacy.json`):\n")
     out.append(_table(("field", "value"), list(summary.items())) + "\n")
-    if cohort.privacy:
+    if cohort.privacy or cohort.curation:
         rows = []
-        for s, v in sorted(cohort.privacy.items()):
+        scores = sorted(cohort.privacy.items()) + [(f"curation {k}", v) for k, v in sorted(cohort.curation.items())]
+        for s, v in scores:
             v = v[np.isfinite(v)]
             rows.append((s,) + ((float(v.min()), float(np.median(v)), float(v.max())) if len(v) else ("-",) * 3))
         out.append("Per-sample scores of the exported samples (also in each sample's `json`):\n")

@@ -118,12 +118,15 @@ def json_float(v: float) -> float | None:
 
 
 def sample_json(base: Mapping[str, Any], class_name: str, label: int, seed: int, index: int,
-                scores: Mapping[str, float]) -> bytes:
-    """The per-sample ``json`` member: the provenance in ``base`` plus this sample's own fields
+                scores: Mapping[str, float], curation: Mapping[str, float] | None = None) -> bytes:
+    """The per-sample ``json`` member: the provenance in ``base`` plus this sample's own fields, its privacy
+    ``scores`` and (when given: a cohort that went through the curate stage) its ``curation`` scores
     (sorted keys, compact separators; the reference implementation of :class:`SampleJson`)."""
     meta = dict(base)
     meta.update({"class_name": class_name, "label": int(label), "seed": int(seed), "index": int(index),
                  "synthetic": True, "privacy": {k: json_float(v) for k, v in scores.items()}})
+    if curation is not None:
+        meta["curation"] = {k: json_float(v) for k, v in curation.items()}
     return json.dumps(meta, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
@@ -138,15 +141,20 @@ class SampleJson:
 
     _MARKS = {"index": -7_770_001, "seed": -7_770_002}
 
-    def __init__(self, base: Mapping[str, Any], class_names: list[str], score_names: list[str]):
+    def __init__(self, base: Mapping[str, Any], class_names: list[str], score_names: list[str],
+                 curation_names: list[str] | None = None):
         self.score_names = sorted(score_names)
+        self.curation_names = None if curation_names is None else sorted(curation_names)
         self.templates = []
         for label, c in enumerate(class_names):
             meta = dict(base)
             meta.update({"class_name": c, "label": label, "synthetic": True, "privacy": "\x00P", **self._MARKS})
+            if self.curation_names is not None:
+                meta["curation"] = "\x00C"
             text = json.dumps(meta, sort_keys=True, separators=(",", ":"), allow_nan=False)
             marks = {str(v): k for k, v in self._MARKS.items()}
             marks['"\\u0000P"'] = "privacy"
+            marks['"\\u0000C"'] = "curation"
             pieces, order, rest = [], [], text
             while True:
                 hits = [(rest.find(m), m) for m in marks if rest.find(m) >= 0]
@@ -159,11 +167,15 @@ class SampleJson:
             pieces.append(rest)
             self.templates.append((pieces, order))
 
-    def __call__(self, label: int, seed: int, index: int, scores: Sequence[float]) -> bytes:
-        """``scores`` in the order of ``sorted(score_names)``."""
+    def __call__(self, label: int, seed: int, index: int, scores: Sequence[float],
+                 curation: Sequence[float] = ()) -> bytes:
+        """``scores`` in the order of ``sorted(score_names)``, ``curation`` in that of ``sorted(curation_names)``."""
         pieces, order = self.templates[label]
         privacy = "{" + ",".join(f'"{k}":{_score_text(v)}' for k, v in zip(self.score_names, scores)) + "}"
         values = {"index": str(int(index)), "seed": str(int(seed)), "privacy": privacy}
+        if self.curation_names is not None:
+            values["curation"] = "{" + ",".join(f'"{k}":{_score_text(v)}'
+                                                for k, v in zip(self.curation_names, curation)) + "}"
         out = [pieces[0]]
         for name, piece in zip(order, pieces[1:]):
             out += [values[name], piece]

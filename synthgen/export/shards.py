@@ -7,7 +7,8 @@ dot-free):
 - ``<key>.png``  an 8-bit preview (see :func:`synthgen.export.encode.preview_8bit`)
 - ``<key>.cls``  the integer label as ASCII
 - ``<key>.json`` class name, ``synthetic: true``, generator, synthgen version, checkpoint sha256, config hash,
-  seed, row index in the generated cohort and this sample's privacy scores
+  seed, row index in the generated cohort, this sample's privacy scores and (after the curate stage) its
+  ``curation`` scores (``confidence``, ``realism``, ``nn_synthetic``)
 
 Shards hold the bytes ``webdataset.ShardWriter(mtime=0)`` writes (fixed uid/gid/user names/mode; written by
 :class:`synthgen.export.tarwriter.ShardTarWriter`, which needs a third of its CPU), in a stable order:
@@ -84,8 +85,10 @@ def write_shards(cohort: AuditedCohort, out_dir: str | os.PathLike, name: str, m
     names = cohort.class_names
     npy = NpyEncoder(cohort.images.shape[1:], cohort.images.dtype)
     score_names = sorted(cohort.privacy)
-    meta_json = SampleJson(provenance(cohort), names, score_names)
+    curation_names = sorted(cohort.curation) or None
+    meta_json = SampleJson(provenance(cohort), names, score_names, curation_names)
     scores = np.stack([cohort.privacy[s] for s in score_names], axis=1) if score_names else None
+    curation = np.stack([cohort.curation[s] for s in curation_names], axis=1) if curation_names else None
     per_shard: dict[str, dict[str, int]] = {}
     open_files: dict[str, _HashingFile] = {}
     done: list[dict[str, Any]] = []
@@ -112,7 +115,7 @@ def write_shards(cohort: AuditedCohort, out_dir: str | os.PathLike, name: str, m
             sample = {
                 "__key__": sample_key(name, names[label], idx),
                 "cls": str(label).encode("ascii"),
-                "json": meta_json(label, int(cohort.seeds[i]), idx, row),
+                "json": meta_json(label, int(cohort.seeds[i]), idx, row, () if curation is None else curation[i]),
                 "npy": npy(image),
                 "png": encode_png(preview_8bit(image), png_level),
             }

@@ -28,6 +28,16 @@ def _kth_radius(x: np.ndarray, k: int, chunk: int = 2048) -> torch.Tensor:
                       for i in range(0, len(x), chunk)])
 
 
+def pairwise_distances(a: np.ndarray, b: np.ndarray) -> torch.Tensor:
+    """Euclidean distances ``(len(a), len(b))`` float64 between the rows of ``a`` ``(N, D)`` and ``b`` ``(M, D)``."""
+    return _pairwise(a, b)
+
+
+def kth_radius(x: np.ndarray, k: int) -> torch.Tensor:
+    """``(N,)`` float64: distance from each row of ``x`` ``(N, D)`` to its ``k``-th nearest other row (``k < N``)."""
+    return _kth_radius(x, k)
+
+
 def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5) -> dict[str, float]:
     """PRDC of ``fake`` ``(M, D)`` against ``real`` ``(N, D)``; each set needs more than ``k`` samples.
 
@@ -59,4 +69,4 @@ def prdc_per_class(real: np.ndarray, real_labels: np.ndarray, fake: np.ndarray, 
     return out
 
 
-__all__ = ["prdc", "prdc_per_class"]
+__all__ = ["kth_radius", "pairwise_distances", "prdc", "prdc_per_class"]

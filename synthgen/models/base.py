@@ -100,6 +100,9 @@ class GeneratorModule(L.LightningModule):
         raise NotImplementedError
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        images = self.generate(batch["labels"], batch["seeds"], **getattr(self, "sampling_kwargs", {}))
+        kwargs = dict(getattr(self, "sampling_kwargs", {}))
+        if "guidance" in batch and "guidance" in kwargs:  # one scale per batch (synthgen.stages.generate)
+            kwargs["guidance"] = float(batch["guidance"][0])
+        images = self.generate(batch["labels"], batch["seeds"], **kwargs)
         return {"images": images.cpu(), "labels": batch["labels"].cpu(), "seeds": batch["seeds"].cpu(),
                 "index": batch["index"].cpu()}

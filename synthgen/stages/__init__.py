@@ -1,1 +1,1 @@
-"""The DVC stages, one module each: prepare, train, generate, evaluate, privacy, export."""
+"""The DVC stages, one module each: prepare, train, generate, curate, privacy, evaluate, export."""

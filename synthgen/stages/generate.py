@@ -2,10 +2,13 @@
 ``reports/samples.png``.
 
 Generation runs through ``trainer.predict`` so it spreads over devices (``generate.devices``; several
-processes use DDP, ``gloo`` on CPU). The plan is cut into fixed batches *before* distribution and the last
-batch is padded to full size (padding rows carry ``index = -1`` and are dropped), so every sample is
-computed in exactly the same batch on 1 or many devices: with the same number of threads per process the
-cohort is byte-identical either way (float kernels may round differently with other thread counts or CPUs).
+processes use DDP, ``gloo`` on CPU). The plan is cut into fixed batches *before* distribution, each within
+one run of rows drawn at the same guidance scale (one run for a single scale and no boost candidates), and
+the last batch of a run is padded to full size (padding rows carry ``index = -1`` and are dropped), so every
+sample is computed in exactly the same batch on 1 or many devices, and adding boost candidates (appended
+after the ordinary rows, :mod:`synthgen.sampling.plan`) never changes the batches of the ordinary rows. With
+the same number of threads per process the cohort is byte-identical either way (float kernels may round
+differently with other thread counts or CPUs).
 Each rank writes its rows to ``<generated>.parts/``; rank 0 reassembles them in plan order, removes the
 parts, checks that every sample is finite and only then quantizes and writes the cohort (atomically). A
 non-finite sample (NaN/inf: a diverged checkpoint or a numerical fault in a sampler) stops the stage with a
@@ -69,23 +72,37 @@ def check_finite(images: np.ndarray, plan: Plan, class_names: Sequence[str], che
                     f"diverged (retrain it), or the generate.sampling settings are numerically unstable")
 
 
+def plan_runs(plan: Plan) -> list[tuple[int, int]]:
+    """``[(start, end)]``: maximal runs of consecutive rows with the same guidance and candidate flag."""
+    n = len(plan)
+    if n == 0:
+        return []
+    change = (np.diff(plan.guidance) != 0) | (np.diff(plan.candidate.astype(np.int8)) != 0)
+    cuts = [0, *(np.flatnonzero(change) + 1).tolist(), n]
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
 class PlanBatches(Dataset):
-    """Item ``b`` = batch ``b`` of the plan as ``{"labels", "seeds", "index"}`` ``(batch_size,)`` int64;
-    the last batch is padded by repeating its last row with ``index = -1``."""
+    """Item ``b`` = batch ``b`` of the plan as ``{"labels", "seeds", "index"}`` ``(batch_size,)`` int64 and
+    ``guidance`` ``(batch_size,)`` float32 (one value per batch). Batches never straddle two runs of
+    :func:`plan_runs`; the last batch of a run is padded by repeating its last row with ``index = -1``."""
 
     def __init__(self, plan: Plan, batch_size: int):
         self.labels, self.seeds = torch.from_numpy(plan.labels), torch.from_numpy(plan.seeds)
+        self.guidance = torch.from_numpy(np.asarray(plan.guidance, np.float32))
         self.batch_size = max(1, int(batch_size))
-        self.n = len(plan)
+        self.starts = [(lo, end) for start, end in plan_runs(plan) for lo in range(start, end, self.batch_size)]
 
     def __len__(self) -> int:
-        return (self.n + self.batch_size - 1) // self.batch_size
+        return len(self.starts)
 
     def __getitem__(self, b: int) -> dict[str, torch.Tensor]:
-        idx = torch.arange(b * self.batch_size, (b + 1) * self.batch_size)
-        valid = idx < self.n
-        src = torch.where(valid, idx, torch.full_like(idx, self.n - 1))
-        return {"labels": self.labels[src], "seeds": self.seeds[src], "index": torch.where(valid, idx, -1)}
+        lo, end = self.starts[b]
+        idx = torch.arange(lo, lo + self.batch_size)
+        valid = idx < end
+        src = torch.where(valid, idx, torch.full_like(idx, end - 1))
+        return {"labels": self.labels[src], "seeds": self.seeds[src], "index": torch.where(valid, idx, -1),
+                "guidance": self.guidance[src]}
 
 
 class _PartWriter(BasePredictionWriter):
@@ -120,6 +137,12 @@ def usable_sampling(model: GeneratorModule, sampling: Mapping[str, Any]) -> tupl
     named = {n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)} - {"labels", "seeds"}
     used = {k: v for k, v in sampling.items() if k in named}
     return used, {k: v for k, v in sampling.items() if k not in named}
+
+
+def takes_guidance(model: GeneratorModule) -> bool:
+    """Whether ``model.generate`` names a ``guidance`` argument (the diffusion model; not the GAN)."""
+    p = inspect.signature(model.generate).parameters.get("guidance")
+    return p is not None and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
 
 
 def _predict_trainer(gen_cfg: Mapping[str, Any], parts_dir: Path) -> L.Trainer:
@@ -162,13 +185,16 @@ def generate(cfg: DictConfig) -> Path | None:
     if list(meta["class_names"]) != list(model.class_names):
         raise InputError(ckpt, f"trained on classes {model.class_names}, but data/prepared has "
                                f"{meta['class_names']}: re-run the train stage")
-    plan = build_plan(gen_cfg, model.class_names, meta["counts"]["train"])
+    uses_guidance = takes_guidance(model)
+    curate_cfg = OmegaConf.to_container(cfg.curate, resolve=True) if "curate" in cfg else None
+    plan = build_plan(gen_cfg, model.class_names, meta["counts"]["train"], curate_cfg, uses_guidance)
     if len(plan) == 0:
         raise InputError(None, "config generate: the plan is empty (all counts are 0)")
     sampling, ignored = usable_sampling(model, gen_cfg.get("sampling") or {})
     if ignored:
         log.info("%s.generate ignores sampling keys %s", type(model).__name__, sorted(ignored))
-    model.sampling_kwargs = sampling
+    # the per-row guidance of the plan (a class map, boost candidates) reaches generate() batch by batch
+    model.sampling_kwargs = {**sampling, "guidance": 1.0} if uses_guidance else sampling
 
     out_dir = Path(cfg.paths.generated)
     parts_dir = out_dir.with_name(out_dir.name + ".parts")
@@ -207,16 +233,29 @@ def generate(cfg: DictConfig) -> Path | None:
         "sampling_ignored": sorted(ignored),
         "class_names": list(model.class_names),
         "counts": plan.counts,
+        "candidates": plan.candidates,
+        "candidate_guidance": sorted({float(g) for g in plan.guidance[plan.candidate]}),
+        "guidance_per_class": {str(model.class_names[c]): float(plan.guidance[(plan.labels == c) & ~plan.candidate][0])
+                               for c in range(len(model.class_names)) if ((plan.labels == c) & ~plan.candidate).any()},
         "n": int(len(plan)),
         "image_shape": [int(v) for v in images.shape[1:]],
         "dtype": str(images.dtype),
-        "seed_rule": "seed = (generate.seed << 32) | (label << 24) | k, k = index within the class",
+        "seed_rule": "seed = (generate.seed << 32) | (label << 24) | k, k = index within the class; boost "
+                     "candidate m of guidance value j: k = 2**23 | (j << 19) | m",
+        "guidance_note": "per-sample guidance: the classifier-free guidance scale of each sample; 1.0 for a "
+                         "model without guidance (GAN)",
         "synthgen_version": __version__,
     }
+    if plan.candidates:  # the curate keys that shaped the plan belong to the cohort's identity
+        cur = curate_cfg or {}
+        record["config"]["boost_candidates"] = {
+            "classes": list(cur.get("classes") or []), "oversample": cur.get("oversample"),
+            "guidance": list(cur.get("guidance") or []), "amounts": list((cur.get("plan") or {}).get("amounts") or [])}
     record["config_hash"] = config_hash({"config": record["config"], "checkpoint_sha256": record["checkpoint_sha256"]})
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
-        save_npz(tmp / "cohort.npz", images=images, labels=plan.labels, seeds=plan.seeds)
+        save_npz(tmp / "cohort.npz", images=images, labels=plan.labels, seeds=plan.seeds,
+                 guidance=plan.guidance.astype(np.float32), boost_candidate=plan.candidate.astype(bool))
         (tmp / "cohort.json").write_text(dumps_json(record), encoding="utf-8")
     real = load_split(cfg.paths.prepared, "train")
     sample_grid(Path(cfg.paths.reports) / "samples.png", model.class_names, real.images, real.labels,

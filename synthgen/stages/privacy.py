@@ -1,4 +1,5 @@
-"""The pipeline's ``privacy`` stage: audit ``data/generated`` against ``data/prepared`` train + holdout, with
+"""The pipeline's ``privacy`` stage: audit ``data/curated`` (the curate stage's output, issue 14 order
+generate -> curate -> privacy -> evaluate -> export) against ``data/prepared`` train + holdout, with
 real unseen reference images (the split named by ``privacy_reference_split`` in ``meta.json``) as the null.
 
 The reference split is written by the prepare stage: ``val`` for sources with patient ids (a patient-level
@@ -9,9 +10,10 @@ When it is missing or empty the stage falls back to a seeded half of the holdout
 
 Writes (all atomically):
 
-* ``data/audited/cohort.npz``: the kept samples -- every per-sample key of the generated cohort, ``index``
-  ``(N,)`` int64 (row in the generated cohort) and ``privacy_<score>`` ``(N,)`` float32 scores;
-* ``data/audited/cohort.json``: the generated ``cohort.json`` plus a ``privacy`` summary;
+* ``data/audited/cohort.npz``: the kept samples -- every per-sample key of the curated cohort (so the
+  ``curate_<score>`` arrays reach export), ``index`` ``(N,)`` int64 (row in the generated cohort: the curated
+  cohort's own ``index`` carried through) and ``privacy_<score>`` ``(N,)`` float32 scores;
+* ``data/audited/cohort.json``: the curated ``cohort.json`` (generated + ``curation``) plus a ``privacy`` summary;
 * ``reports/privacy_report.json`` (every flag, thresholds and their calibration), ``metrics/privacy.json``
   (``dvc metrics``), ``reports/privacy_nearest_pairs.png`` (``dvc plots``).
 
@@ -72,7 +74,7 @@ def _generated(generated: Path) -> tuple[dict[str, np.ndarray], dict, ImageSet]:
     npz, meta_p = generated / "cohort.npz", generated / "cohort.json"
     for p in (npz, meta_p):
         if not p.exists():
-            raise InputError(p, "missing: run the generate stage first (dvc repro generate)")
+            raise InputError(p, "missing: run the curate stage first (dvc repro curate)")
     try:
         with np.load(npz, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -139,9 +141,9 @@ def run_stage(cfg) -> dict:
     train, holdout = _prepared_set(prepared, "train"), _prepared_set(prepared, "holdout")
     reference, origin = _reference_set(prepared, meta_prep)
     nonmembers = _nonmember_set(prepared, reference, reference_split(meta_prep, prepared / "meta.json"))
-    arrays, gen_meta, synthetic = _generated(Path(paths.generated))
+    arrays, gen_meta, synthetic = _generated(Path(paths.curated))
     error_fn, loss_info = loss_error_fn(gen_meta, pcfg.get("mia_loss") or {}, int(pcfg.get("seed", 0)),
-                                        Path(paths.generated) / "cohort.json")
+                                        Path(paths.curated) / "cohort.json")
     result = run_audit(train, holdout, synthetic, pcfg, error_fn=error_fn, loss_info=loss_info,
                        reference=reference, reference_origin=origin, nonmembers=nonmembers)
     class_names = gen_meta.get("class_names") or meta_prep.get("class_names")
@@ -162,7 +164,8 @@ def run_stage(cfg) -> dict:
     kept = np.flatnonzero(~result.flags)
     n = len(synthetic)
     out = {k: v[kept] for k, v in arrays.items() if v.ndim >= 1 and len(v) == n}
-    out["index"] = kept.astype(np.int64)
+    # a row of the generated cohort: the curated cohort's index where it has one (it always does in the pipeline)
+    out["index"] = (arrays["index"][kept] if "index" in arrays and len(arrays["index"]) == n else kept).astype(np.int64)
     for k in SCORE_KEYS:
         out[f"privacy_{k}"] = result.scores[k][kept].astype(np.float32)
     summary = {"passed": True, "n_generated": n, "n_kept": int(len(kept)), "n_flagged": int(result.flags.sum()),
