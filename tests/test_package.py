@@ -1,0 +1,140 @@
+"""synthgen as a user gets it: the built wheel installed into a fresh venv (no source checkout importable), its
+console commands run from a temp folder, and ``synthgen init`` -> ``dvc repro`` on a tiny cohort."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, make_medmnist_npz
+
+
+def _env(venv: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SYNTHGEN_CONF", "VIRTUAL_ENV")}
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONNOUSERSITE="1")
+    return env
+
+
+def _run(cmd, cwd: Path, env: dict, timeout: int = 300, ok=(0,)) -> subprocess.CompletedProcess:
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+                       shell=isinstance(cmd, str))
+    assert r.returncode in ok, f"{cmd} -> {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+    return r
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    build = tmp_path_factory.mktemp("src")  # build from a copy: no build/ or egg-info in the checkout
+    top = {".git", "data", "models", "reports", ".cache", "build", "dvclive", "benchmarks", "outputs", "tests"}
+
+    def skip(folder: str, names: list[str]) -> set[str]:  # run artefacts at the top, caches everywhere
+        return {n for n in names if n == "__pycache__" or n.endswith(".egg-info")
+                or (Path(folder) == REPO and n in top)}
+
+    shutil.copytree(REPO, build / "synthgen-src", ignore=skip)
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                        str(out), str(build / "synthgen-src")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (whl,) = out.glob("synthgen-*.whl")
+    return whl
+
+
+@pytest.fixture(scope="module")
+def venv(wheel, tmp_path_factory) -> Path:
+    """A fresh venv (heavy deps from the system site-packages) with only the wheel installed in it."""
+    v = tmp_path_factory.mktemp("venv") / "v"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(v)], check=True, timeout=120)
+    _run([str(v / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], v, _env(v), 300)
+    return v
+
+
+def test_wheel_ships_every_config_and_the_pipeline(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    conf = sorted(p.relative_to(REPO / "conf").as_posix() for p in (REPO / "conf").rglob("*.yaml"))
+    assert conf and [c for c in conf if f"synthgen/conf/{c}" not in names] == []
+    assert "synthgen/conf_pipeline/dvc.yaml" in names
+    entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "synthgen = synthgen.cli:main" in entry
+
+
+@pytest.mark.slow
+def test_installed_wheel_runs_audit_and_verify_anywhere(venv, tmp_path):
+    env = _env(venv)
+    py = str(venv / "bin" / "python")
+    where = _run([py, "-c", "import synthgen, synthgen.config as c; print(synthgen.__file__); print(c.packaged_conf())"],
+                 tmp_path, env).stdout.split()
+    assert all(Path(w).is_relative_to(venv) for w in where), where  # the wheel's code and configs, not the checkout
+    toy = make_medmnist_npz(tmp_path / "toy.npz", n=60, channels=1)
+    r = _run(["synthgen", "audit", "--train", f"{toy}#train", "--holdout", f"{toy}#test", "--synthetic",
+              f"{toy}#val", "--out", "report.json", "--cache-dir", "enc", "embedding.steps=5",
+              "embedding.batch_size=32"], tmp_path, env, ok=(0, 1))
+    assert "privacy audit" in r.stdout
+    assert json.loads((tmp_path / "report.json").read_text())["inputs"]["synthetic"].endswith("#val")
+    bad = _run(["synthgen", "audit", "--train", str(toy), "--holdout", str(toy), "--synthetic", str(toy),
+                "--out", "x.json", "gates.nope=1"], tmp_path, env, ok=(2,))
+    assert len(bad.stderr.strip().splitlines()) == 1 and "gates.nope" in bad.stderr
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from export_fixture import build_audited, export_overrides
+
+    root = build_audited(tmp_path / "proj")
+    _run([py, "-m", "synthgen.cli", "export", *export_overrides(root)], tmp_path, env)
+    (export_dir,) = [p for p in (root / "data" / "export").iterdir() if p.is_dir()]
+    r = _run(["synthgen", "verify", str(export_dir)], tmp_path, env)
+    assert "ok" in (r.stdout + r.stderr).lower()
+    (export_dir / "index.json").write_text("{}")
+    _run(["synthgen", "verify", str(export_dir)], tmp_path, env, ok=(1, 2))
+
+
+TINY_BUDGET = """\
+# @package _global_
+# A smoke-test budget for the end-to-end test of `synthgen init` (seconds on one core).
+model: {z_dim: 8, g_width: 8, d_width: 8, embed_dim: 4, batch_size: 8, standing_stats_batches: 1}
+trainer: {max_steps: 4, enable_progress_bar: false, limit_val_batches: 1}
+train: {num_threads: 1}
+generate: {per_class: 4, batch_size: 8}
+evaluate: {threads: 1, classifier: {steps: 4, width: 8, batch_size: 16}, features: {steps: 4}, utility: {seeds: [0]}}
+privacy: {threads: 1, embedding: {steps: 4, batch_size: 16}}
+"""
+
+
+@pytest.mark.slow
+def test_init_project_runs_dvc_repro(venv, tmp_path):
+    if shutil.which("git") is None or shutil.which("dvc") is None:
+        pytest.skip("git or dvc not installed")
+    env = _env(venv)
+    cohort = make_medmnist_npz(tmp_path / "cohort.npz", n=80, size=16, channels=1)
+    r = _run(["synthgen", "init", "proj", "--npz", str(cohort), "--model", "cgan"], tmp_path, env)
+    proj = tmp_path / "proj"
+    assert "dvc repro" in r.stdout and "dvc repro" in (proj / "README.md").read_text()
+    pipeline = yaml.safe_load((proj / "dvc.yaml").read_text())["stages"]
+    assert pipeline["prepare"]["cmd"] == "synthgen prepare" and pipeline["prepare"]["deps"] == [str(cohort)]
+    assert all(s["cmd"].startswith(f"synthgen {n}") for n, s in pipeline.items())
+    params = yaml.safe_load((proj / "params.yaml").read_text())
+    assert params["data"]["path"] == str(cohort) and params["model"]["name"] == "cgan"
+    assert params["trainer"]["max_steps"] == -1  # a team's own data: the standard budget, not the demo one
+    # The team's own edits: a tiny budget and the cohort's class names, then params.yaml recomposed.
+    (proj / "conf" / "budget" / "tiny.yaml").write_text(TINY_BUDGET)
+    config = proj / "conf" / "config.yaml"
+    config.write_text(config.read_text().replace("- budget: standard", "- budget: tiny")
+                      + "  classes: [a, b, c]\n  image_size: 16\n")
+    _run(["synthgen", "params"], proj, env)
+    _run("git init -q && git config user.email t@t && git config user.name t && dvc init -q "
+         "&& dvc config core.analytics false && dvc config hydra.enabled true && git add -A && git commit -qm init",
+         proj, env)
+    _run([str(venv / "bin" / "python"), "-m", "dvc", "repro"], proj, env, timeout=600)
+    index = json.loads(next((proj / "data" / "export").glob("*/index.json")).read_text())
+    assert sum(s["samples"] for s in index["shards"]) > 0
+    assert json.loads((proj / "metrics" / "train.json").read_text())["global_step"] == 4
+    status = _run([str(venv / "bin" / "python"), "-m", "dvc", "status"], proj, env).stdout
+    assert "up to date" in status.lower(), status
