@@ -99,6 +99,7 @@ def test_installed_wheel_runs_audit_and_verify_anywhere(venv, tmp_path):
 TINY_BUDGET = """\
 # @package _global_
 # A smoke-test budget for the end-to-end test of `synthgen init` (seconds on one core).
+budget: {name: tiny, sized_for: [demo]}
 model: {z_dim: 8, g_width: 8, d_width: 8, embed_dim: 4, batch_size: 8, standing_stats_batches: 1}
 trainer: {max_steps: 4, enable_progress_bar: false, limit_val_batches: 1}
 train: {num_threads: 1}
@@ -135,6 +136,90 @@ def test_init_project_runs_dvc_repro(venv, tmp_path):
     _run([str(venv / "bin" / "python"), "-m", "dvc", "repro"], proj, env, timeout=600)
     index = json.loads(next((proj / "data" / "export").glob("*/index.json")).read_text())
     assert sum(s["samples"] for s in index["shards"]) > 0
-    assert json.loads((proj / "metrics" / "train.json").read_text())["global_step"] == 4
+    trained = json.loads((proj / "metrics" / "train.json").read_text())
+    assert trained["global_step"] == 4 and trained["budget"]["name"] == "tiny"
+    assert "budget=tiny is sized for data source demo, not medmnist" in trained["budget"]["warning"]
+    assert "budget=tiny" in next((proj / "data" / "export").glob("*/README.md")).read_text()
     status = _run([str(venv / "bin" / "python"), "-m", "dvc", "status"], proj, env).stdout
     assert "up to date" in status.lower(), status
+
+
+#: distribution -> import name, where they differ.
+IMPORT_NAMES = {"hydra-core": "hydra", "pyyaml": "yaml", "pillow": "PIL", "scikit-learn": "sklearn",
+                "faiss-cpu": "faiss"}
+#: distributions used at run time without an import statement of ours -> what in synthgen's source uses them.
+USED_THROUGH = {"pylibjpeg": "pylibjpeg", "pylibjpeg-libjpeg": "pylibjpeg",  # pydicom's JPEG decoders (plugins)
+                "rich": "RichProgressBar",  # Lightning's rich progress bar (synthgen/models/progress.py)
+                "dvc": "dvclive"}  # runs dvc.yaml (`dvc repro`); dvclive's logger writes its plots
+
+
+def _imported_top_level() -> set[str]:
+    import ast
+
+    names = set()
+    for f in (REPO / "synthgen").rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def test_runtime_dependencies_are_the_ones_synthgen_imports():
+    import re
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    deps = {re.split(r"[<>=!~\[ ;]", d, maxsplit=1)[0].lower() for d in project["dependencies"]}
+    imported = _imported_top_level()
+    source = "".join(f.read_text(encoding="utf-8") for f in (REPO / "synthgen").rglob("*.py"))
+    unused = sorted(d for d in deps if IMPORT_NAMES.get(d, d.replace("-", "_")) not in imported
+                    and not (d in USED_THROUGH and USED_THROUGH[d] in source))
+    assert unused == [], f"runtime dependencies synthgen never uses (move them to an extra): {unused}"
+    stdlib = set(sys.stdlib_module_names) | {"synthgen", "__future__"}
+    declared = {IMPORT_NAMES.get(d, d.replace("-", "_")) for d in deps}
+    undeclared = sorted(imported - stdlib - declared)
+    assert undeclared == [], f"synthgen imports packages pyproject.toml does not declare: {undeclared}"
+    assert "monai" not in deps and "monai>=1.4" in project["optional-dependencies"]["bench"]
+
+
+def test_every_dvc_stage_is_registered_and_its_script_is_the_thin_call():
+    from synthgen.project import project_pipeline
+    from synthgen.runner import STAGES
+
+    pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    assert list(pipeline["stages"]) == [s for s in STAGES if s in pipeline["stages"]]  # registry in pipeline order
+    for name in pipeline["stages"]:
+        assert name in STAGES, f"dvc.yaml stage {name} has no entry in synthgen.runner.STAGES"
+        assert f'run_named("{name}")' in (REPO / "pipelines" / f"{name}.py").read_text()
+    project = project_pipeline(pipeline, ["cohort.npz"])["stages"]
+    assert {n: s["cmd"].split(" &&")[0] for n, s in project.items()} == {n: f"synthgen {n}" for n in project}
+    assert not [d for s in project.values() for d in s.get("deps", []) if d.startswith(("synthgen/", "pipelines/"))]
+
+
+def test_init_writes_a_project_for_a_dicom_folder(tmp_path, capsys):
+    from synthgen.cli import main
+
+    root = tmp_path / "cxr"
+    root.mkdir()
+    (root / "labels.csv").write_text("path,label,patient_id\n")
+    assert main(["init", str(tmp_path / "p"), "--dicom", str(root), "--labels", str(root / "labels.csv"),
+                 "--model", "cgan"]) == 0
+    params = yaml.safe_load((tmp_path / "p" / "params.yaml").read_text())
+    assert params["data"]["name"] == "dicom" and params["data"]["root"] == str(root)
+    assert params["data"]["labels"] == str(root / "labels.csv") and params["model"]["name"] == "cgan"
+    assert params["budget"]["name"] == "standard"
+    assert yaml.safe_load((tmp_path / "p" / "dvc.yaml").read_text())["stages"]["prepare"]["deps"] == [str(root)]
+    assert "/data/*" in (tmp_path / "p" / ".gitignore").read_text()
+    capsys.readouterr()
+    # bad input: one line, exit 2, nothing written
+    for argv, needle in ((["init", str(tmp_path / "p"), "--npz", str(root / "labels.csv")], "not empty"),
+                         (["init", str(tmp_path / "q"), "--dicom", str(root)], "--labels"),
+                         (["init", str(tmp_path / "q"), "--npz", str(tmp_path / "nope.npz")], "not found"),
+                         (["init", str(tmp_path / "q"), "--budget", "huge"], "no conf/budget/huge.yaml")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], err
+        assert not (tmp_path / "q").exists()

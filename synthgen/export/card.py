@@ -39,7 +39,8 @@ _BUDGET_KEYS = ("max_epochs", "max_steps", "max_time", "epochs", "steps", "batch
                 "limit_train_batches", "precision", "accelerator", "devices")
 _TRAINING_GROUPS = ("model", "trainer", "train")
 #: the keys of ``metrics/train.json`` that describe the trained model (the rest is timing/bookkeeping).
-TRAIN_RESULT_KEYS = ("model", "target", "parameters", "global_step", "epochs", "batches")
+TRAIN_RESULT_KEYS = ("model", "target", "parameters", "global_step", "epochs", "batches", "budget.name",
+                     "budget.warning")
 _RUN_DEPENDENT = re.compile(r"(^|_)(seconds|secs|elapsed|duration|wall|timings?|timestamp|hostname)(_|$)|_s$|_per_s$")
 
 
