@@ -10,7 +10,7 @@
 import shutil
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
@@ -28,7 +28,8 @@ class BuildWithPipeline(build_py):
 
 
 setup(
-    packages=find_packages(include=["synthgen", "synthgen.*"]) + ["synthgen.conf"],
+    # namespace packages too (synthgen/data has no __init__.py), as pyproject's packages.find did
+    packages=find_namespace_packages(include=["synthgen", "synthgen.*"], exclude=["synthgen.conf*"]) + ["synthgen.conf"],
     package_dir={"synthgen.conf": "conf"},
     package_data={"synthgen.conf": ["*.yaml", "*/*.yaml", "*/*/*.yaml"]},
     cmdclass={"build_py": BuildWithPipeline},

@@ -63,6 +63,8 @@ def test_wheel_ships_every_config_and_the_pipeline(wheel):
     conf = sorted(p.relative_to(REPO / "conf").as_posix() for p in (REPO / "conf").rglob("*.yaml"))
     assert conf and [c for c in conf if f"synthgen/conf/{c}" not in names] == []
     assert "synthgen/conf_pipeline/dvc.yaml" in names
+    sources = [p.relative_to(REPO).as_posix() for p in (REPO / "synthgen").rglob("*.py") if "__pycache__" not in p.parts]
+    assert [s for s in sources if s not in names] == []  # namespace packages (synthgen/data) included
     entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "synthgen = synthgen.cli:main" in entry
 
@@ -71,8 +73,9 @@ def test_wheel_ships_every_config_and_the_pipeline(wheel):
 def test_installed_wheel_runs_audit_and_verify_anywhere(venv, tmp_path):
     env = _env(venv)
     py = str(venv / "bin" / "python")
-    where = _run([py, "-c", "import synthgen, synthgen.config as c; print(synthgen.__file__); print(c.packaged_conf())"],
-                 tmp_path, env).stdout.split()
+    code = ("import importlib, synthgen.config as c, synthgen.runner as r; print(c.packaged_conf()); "
+            "[print(importlib.import_module(m.split(':')[0]).__file__) for m in r.STAGES.values()]")
+    where = _run([py, "-c", code], tmp_path, env).stdout.split()
     assert all(Path(w).is_relative_to(venv) for w in where), where  # the wheel's code and configs, not the checkout
     toy = make_medmnist_npz(tmp_path / "toy.npz", n=60, channels=1)
     r = _run(["synthgen", "audit", "--train", f"{toy}#train", "--holdout", f"{toy}#test", "--synthetic",
@@ -101,7 +104,7 @@ TINY_BUDGET = """\
 # A smoke-test budget for the end-to-end test of `synthgen init` (seconds on one core).
 budget: {name: tiny, sized_for: [demo]}
 model: {z_dim: 8, g_width: 8, d_width: 8, embed_dim: 4, batch_size: 8, standing_stats_batches: 1}
-trainer: {max_steps: 4, enable_progress_bar: false, limit_val_batches: 1}
+trainer: {max_steps: 4, enable_progress_bar: false, limit_val_batches: 1, log_every_n_steps: 1}
 train: {num_threads: 1}
 generate: {per_class: 4, batch_size: 8}
 evaluate: {threads: 1, classifier: {steps: 4, width: 8, batch_size: 16}, features: {steps: 4}, utility: {seeds: [0]}}
@@ -140,6 +143,11 @@ def test_init_project_runs_dvc_repro(venv, tmp_path):
     assert trained["global_step"] == 4 and trained["budget"]["name"] == "tiny"
     assert "budget=tiny is sized for data source demo, not medmnist" in trained["budget"]["warning"]
     assert "budget=tiny" in next((proj / "data" / "export").glob("*/README.md")).read_text()
+    # dvclive's Lightning logger: per-metric TSVs that `dvc plots` reads (dvc.yaml lists the folder)
+    live = proj / "reports" / "live" / "train"
+    assert sorted(p.name for p in (live / "plots" / "metrics").glob("*.tsv")) and (live / "metrics.json").is_file()
+    shown = json.loads(_run([str(venv / "bin" / "python"), "-m", "dvc", "plots", "show", "--json"], proj, env).stdout)
+    assert any(k.startswith("reports/live/train/plots/metrics") for k in shown.get("data", {})), list(shown)
     status = _run([str(venv / "bin" / "python"), "-m", "dvc", "status"], proj, env).stdout
     assert "up to date" in status.lower(), status
 
@@ -223,3 +231,20 @@ def test_init_writes_a_project_for_a_dicom_folder(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0], err
         assert not (tmp_path / "q").exists()
+
+
+def test_rich_progress_bar_only_on_a_terminal():
+    import io
+
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    from synthgen.models.progress import progress_bar
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert progress_bar(True, io.StringIO()) == ([], False)  # CI, dvc repro > log: no bar, clean logs
+    assert progress_bar(False, Tty()) == ([], False)          # trainer.enable_progress_bar=false wins
+    bars, enabled = progress_bar(True, Tty())
+    assert enabled and len(bars) == 1 and isinstance(bars[0], RichProgressBar)

@@ -27,6 +27,14 @@ def live_logger(directory: str | os.PathLike, resume: bool) -> Any:
     return DVCLiveLogger(dir=str(Path(directory)), resume=resume, dvcyaml=None, save_dvc_exp=False, report=None)
 
 
+def live_plots_dir(directory: str | os.PathLike) -> Path:
+    """``<directory>/plots/metrics``, created: dvc.yaml declares it, and a run too short to reach
+    ``trainer.log_every_n_steps`` logs no row (the folder is then empty, not missing)."""
+    plots = Path(directory) / "plots" / "metrics"
+    plots.mkdir(parents=True, exist_ok=True)
+    return plots
+
+
 def progress_bar(enabled: bool, stream: Any = None) -> tuple[list[L.Callback], bool]:
     """``(callbacks, enable_progress_bar)`` for the Trainer: a rich bar only on an interactive terminal."""
     stream = sys.stdout if stream is None else stream

@@ -44,7 +44,7 @@ from ..io import dumps_json, sha256_file, write_json
 from .base import GeneratorModule
 from .checkpoints import ResumeCheckpoint, class_path, move_aside, resume_state, save_generator
 from .curves import LossCurve
-from .progress import live_logger, progress_bar
+from .progress import live_logger, live_plots_dir, progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     curve = LossCurve(Path(cfg.paths.reports) / "train_losses.csv",
                       every_n_batches=int(cfg.trainer.get("log_every_n_steps") or 25))
     # The curve before the saver: a checkpoint then holds the curve row of the batch it was written at.
-    logger = live_logger(Path(cfg.paths.reports) / "live" / "train", resume=ckpt_path is not None)
+    live_dir = Path(cfg.paths.reports) / "live" / "train"
+    logger = live_logger(live_dir, resume=ckpt_path is not None)
     trainer = build_trainer(cfg.trainer, [curve, saver], models_dir, logger)
     # ... and after Lightning's Timer, so that the batch where max_time runs out is saved as the last one.
     trainer.callbacks.remove(saver)
@@ -163,6 +164,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # Lightning skips the loop (and on_train_end) when a resumed checkpoint already meets the budget; the
     # curve's rows come back with the checkpoint, so write them here too (DVC deleted the old file).
     curve.write(trainer)
+    if trainer.is_global_zero:
+        live_plots_dir(live_dir)
 
     if hasattr(model, "prepare_for_sampling"):
         model.prepare_for_sampling(seed=int(cfg.seed))
