@@ -2,22 +2,12 @@
 
     python pipelines/curate.py                                     # reads params.yaml
     python pipelines/curate.py curate.filter.min_confidence=0.5 curate.plan.enabled=false
+Same code as ``synthgen curate`` (the registry in synthgen/runner.py).
 """
 
 import sys
 
-from synthgen.runner import run_stage
-from synthgen.config import load_config
-
-
-def main(overrides):
-    cfg = load_config(overrides)  # validated before the heavy imports: a bad config fails fast
-    from synthgen.stages.curate import curate
-
-    summary = curate(cfg)
-    print(f"curate: kept {summary['n_kept']} of {summary['n_in']}, shipped {summary['n_shipped']} "
-          f"-> {cfg.curate.output}")
-
+from synthgen.runner import run_named
 
 if __name__ == "__main__":
-    sys.exit(run_stage(main))
+    sys.exit(run_named("curate"))

@@ -2,21 +2,12 @@
 
     python pipelines/export.py                       # reads params.yaml (what DVC tracks)
     python pipelines/export.py export.format=dicom export.shard_size.samples=500
+Same code as ``synthgen export`` (the registry in synthgen/runner.py).
 """
 
 import sys
 
-from synthgen.runner import run_stage
-from synthgen.config import load_config
-
-
-def main(overrides):
-    cfg = load_config(overrides)  # validated before the heavy imports: a bad config fails fast
-    from synthgen.stages.export import export
-
-    out = export(cfg)
-    print(f"wrote {out}")
-
+from synthgen.runner import run_named
 
 if __name__ == "__main__":
-    sys.exit(run_stage(main))
+    sys.exit(run_named("export"))

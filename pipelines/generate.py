@@ -3,22 +3,12 @@
     python pipelines/generate.py                                   # reads params.yaml
     python pipelines/generate.py generate.per_class=200 +generate.counts.basophil=1000
     python pipelines/generate.py generate.devices=2                # two processes (DDP), same cohort
+Same code as ``synthgen generate`` (the registry in synthgen/runner.py).
 """
 
 import sys
 
-from synthgen.runner import run_stage
-from synthgen.config import load_config
-
-
-def main(overrides):
-    cfg = load_config(overrides)  # validated before the heavy imports: a bad config fails fast
-    from synthgen.stages.generate import generate
-
-    out = generate(cfg)
-    if out is not None:
-        print(f"wrote {out}")
-
+from synthgen.runner import run_named
 
 if __name__ == "__main__":
-    sys.exit(run_stage(main))
+    sys.exit(run_named("generate"))

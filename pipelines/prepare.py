@@ -2,21 +2,12 @@
 
     python pipelines/prepare.py                      # reads params.yaml (what DVC tracks)
     python pipelines/prepare.py data=medmnist data.path=../shared/data/bloodmnist.npz
+Same code as ``synthgen prepare`` (the registry in synthgen/runner.py).
 """
 
 import sys
 
-from synthgen.runner import run_stage
-from synthgen.config import load_config
-
-
-def main(overrides):
-    cfg = load_config(overrides)  # validated before the heavy imports: a bad config fails fast
-    from synthgen.stages.prepare import prepare
-
-    out = prepare(cfg)
-    print(f"wrote {out}")
-
+from synthgen.runner import run_named
 
 if __name__ == "__main__":
-    sys.exit(run_stage(main))
+    sys.exit(run_named("prepare"))

@@ -27,14 +27,23 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger(__name__)
 
 
+def packaged_conf() -> Path:
+    """synthgen's default configs: the installed wheel's package data ``synthgen/conf``, else (a source checkout
+    or an editable install) the checkout's ``conf/``, which is the one source of both (``setup.py`` ships it)."""
+    from importlib.resources import files
+
+    shipped = Path(str(files("synthgen") / "conf"))
+    return shipped if (shipped / "config.yaml").is_file() else PROJECT_ROOT / "conf"
+
+
 def conf_dir(config_dir: str | os.PathLike | None = None) -> Path:
-    """``config_dir``, else ``$SYNTHGEN_CONF``, else ``./conf``, else this checkout's ``conf/``."""
+    """``config_dir``, else ``$SYNTHGEN_CONF``, else ``./conf`` (a project's own), else :func:`packaged_conf`."""
     if config_dir is not None:
         return Path(config_dir).resolve()
     if os.environ.get("SYNTHGEN_CONF"):
         return Path(os.environ["SYNTHGEN_CONF"]).resolve()
     here = Path.cwd() / "conf"
-    return here.resolve() if here.is_dir() or not (PROJECT_ROOT / "conf").is_dir() else PROJECT_ROOT / "conf"
+    return here.resolve() if here.is_dir() else packaged_conf()
 
 
 def compose(overrides: Sequence[str] = (), config_dir: str | os.PathLike | None = None,
@@ -120,11 +129,12 @@ def _plain(cfg: DictConfig) -> Any:
         raise _composition_error(e, [], None, "config") from None
 
 
-def write_params(path: str | os.PathLike = "params.yaml", overrides: Sequence[str] = ()) -> None:
-    """Regenerate the committed params.yaml from conf/ (``python -m synthgen.config``)."""
+def write_params(path: str | os.PathLike = "params.yaml", overrides: Sequence[str] = (),
+                 config_dir: str | os.PathLike | None = None) -> None:
+    """Regenerate params.yaml from conf/ (``python -m synthgen.config``, ``synthgen params``)."""
     from .io import atomic_path
 
-    text = to_params_yaml(compose(overrides, validate=True))
+    text = to_params_yaml(compose(overrides, config_dir, validate=True))
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 

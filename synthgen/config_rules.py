@@ -46,6 +46,8 @@ _AUG = "|".join(DIFFAUGMENT)
 RULES: dict[str, Rule] = {
     "seed": SEED,
     "paths.*": PATH,
+    "budget.name": Str(nonempty=True),
+    "budget.sized_for": ListOf(Str(nonempty=True), min_len=1, unique=True, null="any data source"),
     # ---------------------------------------------------------------------------------------- data
     "data._target_": TARGET,
     "data.name": Str(nonempty=True),

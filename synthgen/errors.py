@@ -27,6 +27,11 @@ class ConfigError(InputError):
         self.key = key
 
 
+class StageFailed(Exception):
+    """A stage ran on good input but its result fails a gate (e.g. a cohort-level privacy gate): exit status 1,
+    one line, no traceback (:func:`synthgen.runner.run_stage`)."""
+
+
 #: errno values that mean "the file system refused the write", not a bug: disk full, quota, read-only.
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 

@@ -358,8 +358,9 @@ def _default_choices(conf_dir: Path, config_name: str) -> dict[str, str]:
 
 
 def infer_choices(cfg: Mapping[str, Any], conf_dir: Path, config_name: str = "config") -> dict[str, str]:
-    """The option of each config group with several options that ``cfg`` was composed from: same
-    ``_target_`` first, then the fewest top-level keys of difference, then the default."""
+    """The option of each config group with several options that ``cfg`` was composed from: the option its
+    ``name`` names first (``data.name``, ``model.name``, ``budget.name``: a ``_global_`` budget's own block), then
+    the same ``_target_``, then the fewest top-level keys of difference, then the default."""
     defaults = _default_choices(conf_dir, config_name)
     choices = {}
     for group_dir in sorted(p for p in conf_dir.iterdir() if p.is_dir()):
@@ -370,7 +371,8 @@ def infer_choices(cfg: Mapping[str, Any], conf_dir: Path, config_name: str = "co
 
         def score(opt: str) -> tuple:
             keys, target = _option_summary(group_dir, opt)
-            return (target == node.get("_target_"), -len(keys ^ set(node)), opt == defaults.get(group))
+            return (node.get("name") == opt, target == node.get("_target_"), -len(keys ^ set(node)),
+                    opt == defaults.get(group))
 
         choices[group] = max(options, key=score)
     return choices

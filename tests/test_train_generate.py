@@ -22,7 +22,7 @@ from synthgen.errors import ConfigError, InputError
 from synthgen.models.base import GeneratorModule, seeded_noise
 from synthgen.models.checkpoints import load_generator, save_generator
 from synthgen.models.gan import ConditionalGAN
-from synthgen.runner import run_stage
+from synthgen.runner import run_named, run_stage
 from synthgen.stages.generate import NonFiniteSampleError, generate
 from synthgen.stages.train import train
 
@@ -121,16 +121,6 @@ def test_any_generator_module_loads_and_generates(trained, tmp_path):
     assert means[0] < means[1] < means[2]
 
 
-def _generate_stage_main():
-    """``main`` of ``pipelines/generate.py`` (the stage script, run in-process)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("generate_stage", REPO / "pipelines" / "generate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
 def test_non_finite_sample_stops_generate_before_anything_is_written(trained, tmp_path, monkeypatch, capsys):
     ckpt = save_generator(tmp_path / "const.ckpt", ConstantGenerator(["a", "b", "c"], [3, 16, 16], 0.05), "k")
     gen, parts = tmp_path / "gen", tmp_path / "gen.parts"
@@ -151,7 +141,7 @@ def test_non_finite_sample_stops_generate_before_anything_is_written(trained, tm
     assert not gen.exists() and not parts.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["const.ckpt"]
     # the stage script: one line on stderr, exit code 2 (an InputError), still nothing written
     capsys.readouterr()
-    assert run_stage(_generate_stage_main(), ov) == 2
+    assert run_named("generate", ov) == 2  # what pipelines/generate.py and `synthgen generate` run
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert err == [f"error: {msg}"]
     assert not gen.exists() and not parts.exists()

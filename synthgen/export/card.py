@@ -39,7 +39,7 @@ _BUDGET_KEYS = ("max_epochs", "max_steps", "max_time", "epochs", "steps", "batch
                 "limit_train_batches", "precision", "accelerator", "devices")
 _TRAINING_GROUPS = ("model", "trainer", "train")
 #: the keys of ``metrics/train.json`` that describe the trained model (the rest is timing/bookkeeping).
-TRAIN_RESULT_KEYS = ("model", "target", "parameters", "global_step", "epochs", "batches")
+TRAIN_RESULT_KEYS = ("model", "target", "parameters", "global_step", "epochs", "batches", "budget.name")
 _RUN_DEPENDENT = re.compile(r"(^|_)(seconds|secs|elapsed|duration|wall|timings?|timestamp|hostname)(_|$)|_s$|_per_s$")
 
 
@@ -243,6 +243,9 @@ def render_card(cohort: AuditedCohort, index: Mapping[str, Any], export_cfg: Map
                if k in TRAIN_RESULT_KEYS]
     out.append("Training budget:\n")
     out.append((_table(("setting", "value"), budget) if budget else "not recorded") + "\n")
+    budget_warning = ((train or {}).get("budget") or {}).get("warning")
+    if budget_warning:  # a smoke-test budget on a real cohort (synthgen/budget.py)
+        out.append(f"**Budget warning:** {budget_warning}\n")
     out.append("### Full configuration\n")
     out.append("Generator run (from the audited `cohort.json`; local paths redacted):\n")
     out.append("```yaml\n" + yaml.safe_dump(cfg, sort_keys=True, default_flow_style=False).rstrip() + "\n```\n")

@@ -35,9 +35,9 @@ def default_privacy_config(overrides: Sequence[str] = ()) -> dict:
     """``conf/privacy/default.yaml`` of the installed package (``seed`` 0), with ``key=value`` overrides."""
     from omegaconf import OmegaConf
 
-    from ..config import PROJECT_ROOT
+    from ..config import packaged_conf
 
-    path = PROJECT_ROOT / "conf" / "privacy" / "default.yaml"
+    path = packaged_conf() / "privacy" / "default.yaml"
     if not path.exists():
         raise InputError(path, "privacy config not found")
     base = OmegaConf.create({"seed": 0, "privacy": OmegaConf.load(path)})

@@ -39,7 +39,7 @@ from omegaconf import OmegaConf
 
 from ..config import load_config
 from ..data.prepared import load_split
-from ..errors import InputError
+from ..errors import InputError, StageFailed
 from ..io import atomic_path, save_npz, write_json
 from ..privacy.inputs import ImageSet, to_float01, to_nchw
 
@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 SCORE_KEYS = ("pearson", "ssim", "embedding", "ratio")
 
 
-class GateFailed(Exception):
+class GateFailed(StageFailed):
     """A cohort-level privacy gate failed (the model, not just some samples)."""
 
 

@@ -39,10 +39,12 @@ from torch.utils.data import DataLoader, TensorDataset
 from ..data.prepared import load_meta, load_split
 from ..data.resumable import ResumableLoader
 from ..errors import ConfigError, InputError
+from ..budget import budget_check
 from ..io import dumps_json, sha256_file, write_json
 from ..models.base import GeneratorModule
 from ..models.checkpoints import ResumeCheckpoint, class_path, move_aside, resume_state, save_generator
 from ..models.curves import LossCurve
+from ..models.progress import live_logger, live_plots_dir, progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -90,22 +92,28 @@ def train_loader(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: 
                            num_workers=num_workers)
 
 
-def build_trainer(trainer_cfg: DictConfig, callbacks: list[L.Callback], root: Path) -> L.Trainer:
-    """``lightning.Trainer`` from the ``trainer`` group plus the stage's callbacks (no logger: the stage
-    writes its own loss CSV; no default ModelCheckpoint: :class:`ResumeCheckpoint` replaces it; no
-    DistributedSampler: the training loader's sampler splits epochs over DDP ranks itself, resumably)."""
+def build_trainer(trainer_cfg: DictConfig, callbacks: list[L.Callback], root: Path, logger: Any = False
+                  ) -> L.Trainer:
+    """``lightning.Trainer`` from the ``trainer`` group plus the stage's callbacks and ``logger`` (dvclive's,
+    :mod:`synthgen.models.progress`); a rich progress bar only on a terminal; no default ModelCheckpoint:
+    :class:`ResumeCheckpoint` replaces it; no DistributedSampler: the training loader's sampler splits epochs
+    over DDP ranks itself, resumably."""
     from hydra.utils import instantiate
 
     kwargs = OmegaConf.to_container(trainer_cfg, resolve=True)
     kwargs.setdefault("_target_", "lightning.pytorch.Trainer")
     kwargs["use_distributed_sampler"] = False
-    return instantiate(kwargs, callbacks=callbacks, logger=False, enable_checkpointing=False,
+    bar, kwargs["enable_progress_bar"] = progress_bar(bool(kwargs.get("enable_progress_bar", True)))
+    return instantiate(kwargs, callbacks=[*callbacks, *bar], logger=logger, enable_checkpointing=False,
                        default_root_dir=str(root), _convert_="all")
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run the train stage for a composed config; returns the metrics written to ``metrics/train.json``."""
     t_start = time.perf_counter()
+    budget = budget_check(cfg)
+    if budget["warning"]:
+        log.warning("%s", budget["warning"])
     if cfg.train.get("num_threads"):
         torch.set_num_threads(int(cfg.train.num_threads))
     prepared = Path(cfg.paths.prepared)
@@ -138,7 +146,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     curve = LossCurve(Path(cfg.paths.reports) / "train_losses.csv",
                       every_n_batches=int(cfg.trainer.get("log_every_n_steps") or 25))
     # The curve before the saver: a checkpoint then holds the curve row of the batch it was written at.
-    trainer = build_trainer(cfg.trainer, [curve, saver], models_dir)
+    live_dir = Path(cfg.paths.reports) / "live" / "train"
+    logger = live_logger(live_dir, resume=ckpt_path is not None)
+    trainer = build_trainer(cfg.trainer, [curve, saver], models_dir, logger)
     # ... and after Lightning's Timer, so that the batch where max_time runs out is saved as the last one.
     trainer.callbacks.remove(saver)
     trainer.callbacks.append(saver)
@@ -154,6 +164,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # Lightning skips the loop (and on_train_end) when a resumed checkpoint already meets the budget; the
     # curve's rows come back with the checkpoint, so write them here too (DVC deleted the old file).
     curve.write(trainer)
+    if trainer.is_global_zero:
+        live_plots_dir(live_dir)
 
     if hasattr(model, "prepare_for_sampling"):
         model.prepare_for_sampling(seed=int(cfg.seed))
@@ -169,6 +181,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "global_step": int(trainer.global_step),
         "batches": int(model.rng_batches),
         "epochs": int(model.rng_batches // max(1, len(train_dl))),
+        "budget": budget,
         "resumed_from_step": int(start_step),
         "batches_this_run": int(batches_this_run),
         "train_images_per_s": round(batches_this_run * batch_size / max(fit_s, 1e-9), 2),
