@@ -146,6 +146,15 @@ RULES: dict[str, Rule] = {
     "generate.sampling.truncation": Num(gt=0, null="none"),
     "generate.grid_columns": POS,
     "generate.grid_rows": POS,
+    # ------------------------------------------------------------------------------ curate.plan
+    "curate.plan.amounts": ListOf(Num(gt=0), min_len=1, unique=True),
+    "curate.plan.shares": ListOf(Num(gt=0, le=1), min_len=1, unique=True),
+    "curate.plan.guidance": Num(null="the lowest guidance among the candidates"),
+    "curate.plan.seeds": ListOf(SEED, min_len=2, unique=True),
+    "curate.plan.steps": Int(ge=1, null="evaluate.classifier.steps"),
+    "curate.plan.batch_size": Int(ge=1, null="evaluate.classifier.batch_size"),
+    "curate.plan.confidence": ALPHA,
+    "curate.plan.max_balanced_accuracy_loss": FRACTION,
     # ------------------------------------------------------------------------------------ evaluate
     "evaluate.cohort": PATH,
     "evaluate.prepared": PATH,
