@@ -30,7 +30,7 @@ def _plan() -> BoostPlan:
     return BoostPlan([ship, none], {}, CFG, {}, 3, 1.0)
 
 
-def _with_plan(root, summary: dict) -> None:
+def _with_plan(root, summary: dict | list) -> None:
     p = root / "data/audited/cohort.json"
     meta = json.loads(p.read_text())
     meta["curation"] = {"plan": summary}
@@ -57,3 +57,11 @@ def test_card_without_a_plan_has_no_boost_section(tmp_path):
     build_audited(tmp_path, n=8)
     text = (export(export_cfg(tmp_path)) / "README.md").read_text()
     assert "Rare-class boost plan" not in text
+
+
+def test_card_reads_a_plain_list_of_plan_lines(tmp_path):
+    build_audited(tmp_path, n=8)
+    _with_plan(tmp_path, ["rare.case: boost plan off (curate.plan.enabled is false), all 4 filter-kept candidates "
+                          "shipped"])
+    text = (export(export_cfg(tmp_path)) / "README.md").read_text()
+    assert "## Rare-class boost plan" in text and "- rare.case: boost plan off" in text

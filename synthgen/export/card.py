@@ -158,17 +158,21 @@ def splits_section(prepared_meta: Mapping[str, Any]) -> list[str]:
 
 def boost_section(cohort_meta: Mapping[str, Any]) -> list[str]:
     """The "Rare-class boost plan" section: one statement per boosted class, from the plan summary the curate
-    stage records in ``cohort.json`` (``curation.plan``, :meth:`synthgen.curation.plan.BoostPlan.summary`);
-    empty when no plan ran."""
+    stage records in ``cohort.json`` (``curation.plan``: :meth:`synthgen.curation.plan.BoostPlan.summary`, or
+    just its list of lines); empty when no plan ran."""
     plan = ((cohort_meta or {}).get("curation") or {}).get("plan")
+    if isinstance(plan, list):
+        plan = {"lines": plan}
     if not isinstance(plan, Mapping) or not plan.get("lines"):
         return []
-    seeds = plan.get("seeds") or []
+    how = ""
+    if plan.get("seeds"):
+        how = (f": oversampling the real images against oversampling + synthetic images, {len(plan['seeds'])} "
+               f"classifier seeds, paired t-intervals. Rule: {plan.get('rule', '')}")
     out = ["## Rare-class boost plan\n",
            f"The synthetic images of the boosted classes were chosen on the real validation split (never the test "
-           f"split): oversampling the real images against oversampling + synthetic images, {len(seeds)} "
-           f"classifier seeds, paired t-intervals. Rule: {plan.get('rule', '')}.\n"]
-    out += [f"- {_fmt(line)}" for line in plan["lines"]]
+           f"split){how}.\n"]
+    out += [f"- {_fmt(str(line))}" for line in plan["lines"]]
     out.append("\nEvery setting tried, with its interval, is in `metrics/boost.json`; the evaluation above "
                "measures the exported cohort on the test split.\n")
     return out
