@@ -163,6 +163,7 @@ RULES: dict[str, Rule] = {
     "evaluate.cache_dir": Str(nonempty=True, null="no cache"),
     "evaluate.threads": THREADS,
     "evaluate.rare_classes": ListOf(Str(nonempty=True), unique=True),
+    "evaluate.raw_cohort": Str(nonempty=True, null="no raw-synthetic arm", what="a path"),
     "evaluate.classifier.width": POS,
     "evaluate.classifier.stages": POS,
     "evaluate.classifier.steps": POS,
