@@ -6,7 +6,7 @@ kept at 40), without a generator:
 * negative: Gaussian-noise images labelled as the rare class: the plan should ship none.
 
     python benchmarks/boost_plan_controls.py --prepared /tmp/blood40 --class basophil --out /tmp/controls.json \
-        [--steps 100] [--seeds 0 1 2 3 4] [--controls positive negative]
+        [--steps 100] [--pretrain-steps 0] [--seeds 0 1 2 3 4] [--controls positive negative]
 
 Prints each control's plan lines and wall time, writes both ``BoostPlan.to_json()`` to ``--out``.
 """
@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--pretrain-steps", type=int, default=0)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--amounts", type=float, nargs="+", default=[0.5, 1, 2, 5, 10])
     ap.add_argument("--shares", type=float, nargs="+", default=[0.5, 0.25, 0.75])
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     c = names.index(a.cls)
     recipe = Recipe(symmetries=parse_symmetries(a.symmetries))
     plan_cfg = {"enabled": True, "amounts": a.amounts, "shares": a.shares, "seeds": a.seeds, "steps": a.steps,
-                "batch_size": a.batch_size, "confidence": 0.95, "guidance": None}
+                "batch_size": a.batch_size, "confidence": 0.95, "guidance": None,
+                "pretrain_steps": a.pretrain_steps}
     out = {}
     for control in a.controls:
         if control == "positive":

@@ -93,6 +93,7 @@ def test_good_candidates_ship_with_a_gain(world, one_thread):
     assert {t["n_images"] for t in cls["trials"] if t["stage"] == "amount"} == {3, 15, 30}
     summary = plan.summary()
     assert summary["classes"]["rare"]["shipped"] and summary["lines"] == plan.summary_lines()
+    assert json.loads(json.dumps(plan.to_json())) == plan.to_json()  # plain JSON types only
 
 
 @pytest.mark.parametrize("bad", ["noise", "blob"])
@@ -122,6 +123,16 @@ def test_plan_is_deterministic_and_searches_guidance(world, one_thread):
     assert set(a.selected_indices().tolist()) <= set(range(30))
 
 
+def test_warm_start_ships_good_candidates_and_not_noise(world, one_thread):
+    """``pretrain_steps``: one pretrained model per seed, continued by the baseline and by every setting."""
+    cfg = dict(PLAN, amounts=[5], shares=[0.5], pretrain_steps=40, steps=20)
+    good, noise = _plan(world, "good", cfg=cfg), _plan(world, "noise", cfg=cfg)
+    assert good.to_json()["classes"]["rare"]["verdict"] == "ship", good.summary_lines()
+    assert noise.to_json()["classes"]["rare"]["verdict"] == "none", noise.summary_lines()
+    assert good.to_json()["baseline"] == noise.to_json()["baseline"]  # same pretrained models, same baseline
+    assert good.to_json()["classifier"]["steps"] == 20
+
+
 def _write_prepared(root, world, test_labels: np.ndarray) -> None:
     train, val, _ = world
     for split, s in (("train", train), ("val", val), ("test", LabeledImages(val.images, test_labels))):
@@ -145,7 +156,8 @@ def test_plan_never_reads_the_test_split(world, one_thread, tmp_path, monkeypatc
         if name == "poisoned":
             (d / "test.npz").write_bytes(b"poison: not an npz")
         read = []
-        monkeypatch.setattr(prepared, "load_split", lambda p, split, **kw: read.append(split) or real_load(p, split, **kw))
+        monkeypatch.setattr(prepared, "load_split",
+                            lambda p, split, **kw: read.append(split) or real_load(p, split, **kw))
         train, v, names = load_plan_inputs(d)
         assert sorted(read) == ["train", "val"] and names == NAMES
         c = cands["good"]
@@ -163,6 +175,7 @@ def test_plan_never_reads_the_test_split(world, one_thread, tmp_path, monkeypatc
     (dict(seeds=[3]), "curate.plan.seeds", "at least 2"),
     (dict(seeds=[1, 1]), "curate.plan.seeds", "unique"),
     (dict(steps=0), "curate.plan.steps", ">= 1"),
+    (dict(pretrain_steps=-1), "curate.plan.pretrain_steps", ">= 0"),
     (dict(confidence=1.0), "curate.plan.confidence", "(0, 1)"),
     (dict(max_balanced_accuracy_loss=-0.1), "curate.plan.max_balanced_accuracy_loss", "[0, 1)"),
 ])

@@ -69,6 +69,7 @@ class PlanConfig:
     batch_size: int | None
     confidence: float
     max_balanced_accuracy_loss: float = 0.0
+    pretrain_steps: int = 0
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> "PlanConfig":
@@ -101,10 +102,10 @@ class PlanConfig:
         if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < 1:
             raise ConfigError(f"{_KEY}.max_balanced_accuracy_loss", f"a number in [0, 1), got {tol!r}")
         opt: dict[str, int | None] = {}
-        for key in ("steps", "batch_size"):
+        for key, lo in (("steps", 1), ("batch_size", 1), ("pretrain_steps", 0)):
             v = cfg.get(key)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ConfigError(f"{_KEY}.{key}", f"an integer >= 1 or null, got {v!r}")
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
+                raise ConfigError(f"{_KEY}.{key}", f"an integer >= {lo} or null, got {v!r}")
             opt[key] = v
         g = cfg.get("guidance")
         if g is not None and (isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g)):
@@ -112,7 +113,8 @@ class PlanConfig:
         return cls(enabled=bool(cfg.get("enabled", True)), amounts=nums("amounts", 0.0, None),
                    shares=nums("shares", 0.0, 1.0), guidance=None if g is None else float(g),
                    seeds=tuple(int(s) for s in seeds), steps=opt["steps"], batch_size=opt["batch_size"],
-                   confidence=float(conf), max_balanced_accuracy_loss=float(tol))
+                   confidence=float(conf), max_balanced_accuracy_loss=float(tol),
+                   pretrain_steps=int(opt["pretrain_steps"] or 0))
 
 
 def paired_interval(diffs: Sequence[float], confidence: float) -> dict[str, Any]:
@@ -197,7 +199,6 @@ class BoostPlan:
     def to_json(self) -> dict[str, Any]:
         """``metrics/boost.json``: per class every setting tried with its gains and intervals, the verdict,
         images, guidance and share; the baseline figures; seeds, recipe, run count and wall time."""
-        pct = round(100 * self.config.confidence)
         classes = {}
         for c in self.classes:
             ch = c.chosen
@@ -219,8 +220,8 @@ def _clean(obj: Any, digits: int = 6) -> Any:
     """Round floats (stable JSON), NaN/inf -> None, numpy scalars -> Python."""
     if isinstance(obj, Mapping):
         return {str(k): _clean(v, digits) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v, digits) for v in obj]
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [_clean(v, digits) for v in (obj.tolist() if isinstance(obj, np.ndarray) else obj)]
     if isinstance(obj, (float, np.floating)):
         f = float(obj)
         return round(f, digits) if math.isfinite(f) else None
@@ -282,10 +283,18 @@ def choose_boost_plan(train: LabeledImages, val: LabeledImages, candidates: Labe
     rows = {i: {float(g): np.flatnonzero((candidates.labels == i) & (guidance == g))
                 for g in sorted(set(guidance[candidates.labels == i].tolist()))} for i in idx}
 
+    # Warm start: one model per seed pretrained on the baseline pool, shared by the baseline and every setting.
+    pre: dict[int, Any] = {}
+    if cfg.pretrain_steps:
+        pre_rec = Recipe(**{**rec.to_dict(), "steps": cfg.pretrain_steps})
+        w0 = class_balanced_weights(train.labels, n_classes)
+        pre = {s: train_classifier(train.images, train.labels, w0, n_classes, pre_rec, s, progress).state_dict()
+               for s in seeds}
+
     def run(pool_x: torch.Tensor, pool_y: np.ndarray, w: np.ndarray) -> list[dict[str, Any]]:
         out = []
         for s in seeds:
-            model = train_classifier(pool_x, pool_y, w, n_classes, rec, s, progress)
+            model = train_classifier(pool_x, pool_y, w, n_classes, rec, s, progress, init_state=pre.get(s))
             out.append(score(predict_proba(model, val.images, rec.bf16), val.labels, n_classes))
         return out
 
@@ -314,6 +323,10 @@ def choose_boost_plan(train: LabeledImages, val: LabeledImages, candidates: Labe
             y = np.concatenate([train.labels, candidates.labels[syn]])
             cache[key] = run(x, y, _weights(train.labels, candidates.labels[syn], n_classes,
                                             {i: eff[i][1] for i in eff}))
+            gains = {i: np.mean([r["recall"][i] for r in cache[key]]) - base_rec[:, i].mean() for i in eff}
+            log.info("boost plan: run %d (%s): %s", len(cache), stage, "; ".join(
+                f"{class_names[i]} {n} images, share {s:g}, guidance {g:g}: recall {gains[i]:+.3f}"
+                for i, (n, s, g) in sorted(eff.items())))
         res = cache[key]
         bacc = paired_interval(np.array([r["balanced_accuracy"] for r in res]) - base_bacc, cfg.confidence)
         for i, (n, s, g) in eff.items():
