@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--pretrain-steps", type=int, default=0)
+    ap.add_argument("--metric", default="recall", choices=["recall", "soft_recall"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--amounts", type=float, nargs="+", default=[0.5, 1, 2, 5, 10])
     ap.add_argument("--shares", type=float, nargs="+", default=[0.5, 0.25, 0.75])
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = Recipe(symmetries=parse_symmetries(a.symmetries))
     plan_cfg = {"enabled": True, "amounts": a.amounts, "shares": a.shares, "seeds": a.seeds, "steps": a.steps,
                 "batch_size": a.batch_size, "confidence": 0.95, "guidance": None,
-                "pretrain_steps": a.pretrain_steps}
+                "pretrain_steps": a.pretrain_steps, "metric": a.metric}
     out = {}
     for control in a.controls:
         if control == "positive":

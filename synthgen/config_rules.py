@@ -154,6 +154,7 @@ RULES: dict[str, Rule] = {
     "curate.plan.steps": Int(ge=1, null="evaluate.classifier.steps"),
     "curate.plan.batch_size": Int(ge=1, null="evaluate.classifier.batch_size"),
     "curate.plan.pretrain_steps": NONNEG,
+    "curate.plan.metric": Str(choices=("recall", "soft_recall")),
     "curate.plan.confidence": ALPHA,
     "curate.plan.max_balanced_accuracy_loss": FRACTION,
     # ------------------------------------------------------------------------------------ evaluate

@@ -133,6 +133,18 @@ def test_warm_start_ships_good_candidates_and_not_noise(world, one_thread):
     assert good.to_json()["classifier"]["steps"] == 20
 
 
+def test_soft_recall_metric_decides_and_both_metrics_are_recorded(world, one_thread):
+    cfg = dict(PLAN, amounts=[5], shares=[0.5], metric="soft_recall")
+    good, noise = _plan(world, "good", cfg=cfg), _plan(world, "noise", cfg=cfg)
+    g = good.to_json()
+    assert g["metric"] == "soft_recall" and "soft-recall" in g["rule"]
+    assert g["classes"]["rare"]["verdict"] == "ship" and "soft recall (mean p(class)) on validation" in g["lines"][0]
+    assert noise.to_json()["classes"]["rare"]["verdict"] == "none"
+    trial = g["classes"]["rare"]["trials"][0]
+    assert {"recall_gain", "balanced_accuracy_gain", "soft_recall_gain", "soft_balanced_accuracy_gain"} <= set(trial)
+    assert set(g["baseline"]) >= {"recall", "soft_recall", "balanced_accuracy", "soft_balanced_accuracy"}
+
+
 def _write_prepared(root, world, test_labels: np.ndarray) -> None:
     train, val, _ = world
     for split, s in (("train", train), ("val", val), ("test", LabeledImages(val.images, test_labels))):
@@ -176,6 +188,7 @@ def test_plan_never_reads_the_test_split(world, one_thread, tmp_path, monkeypatc
     (dict(seeds=[1, 1]), "curate.plan.seeds", "unique"),
     (dict(steps=0), "curate.plan.steps", ">= 1"),
     (dict(pretrain_steps=-1), "curate.plan.pretrain_steps", ">= 0"),
+    (dict(metric="auc"), "curate.plan.metric", "soft_recall"),
     (dict(confidence=1.0), "curate.plan.confidence", "(0, 1)"),
     (dict(max_balanced_accuracy_loss=-0.1), "curate.plan.max_balanced_accuracy_loss", "[0, 1)"),
 ])

@@ -49,11 +49,16 @@ from ..metrics.utility import LabeledImages, score
 
 log = logging.getLogger(__name__)
 
-RULE = ("ship the setting with the largest mean validation-recall gain over oversampling among those whose "
-        "paired {pct}% t-interval of the gain lies above zero and whose validation balanced accuracy is not "
+RULE = ("ship the setting with the largest mean validation-{metric} gain over oversampling among those whose "
+        "paired {pct}% t-interval of the gain lies above zero and whose validation {bacc} is not "
         "worse (mean difference >= -{tol:g} and its paired {pct}% t-interval not below zero); otherwise ship "
         "none of the class")
 _KEY = "curate.plan"
+#: Decision metrics: the class's validation recall (hard argmax decisions) or its soft recall, the mean
+#: predicted probability of the class over its validation images (continuous, so less seed noise); the
+#: balanced-accuracy condition uses the matching mean over classes. Both are always recorded.
+METRICS = {"recall": ("recall_gain", "balanced_accuracy_gain", "recall"),
+           "soft_recall": ("soft_recall_gain", "soft_balanced_accuracy_gain", "soft recall (mean p(class))")}
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,7 @@ class PlanConfig:
     confidence: float
     max_balanced_accuracy_loss: float = 0.0
     pretrain_steps: int = 0
+    metric: str = "recall"
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> "PlanConfig":
@@ -98,6 +104,9 @@ class PlanConfig:
         conf = cfg.get("confidence", 0.95)
         if isinstance(conf, bool) or not isinstance(conf, (int, float)) or not 0 < conf < 1:
             raise ConfigError(f"{_KEY}.confidence", f"a number in (0, 1), got {conf!r}")
+        metric = cfg.get("metric", "recall")
+        if metric not in METRICS:
+            raise ConfigError(f"{_KEY}.metric", f"one of {list(METRICS)}, got {metric!r}")
         tol = cfg.get("max_balanced_accuracy_loss", 0.0)
         if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < 1:
             raise ConfigError(f"{_KEY}.max_balanced_accuracy_loss", f"a number in [0, 1), got {tol!r}")
@@ -114,7 +123,7 @@ class PlanConfig:
                    shares=nums("shares", 0.0, 1.0), guidance=None if g is None else float(g),
                    seeds=tuple(int(s) for s in seeds), steps=opt["steps"], batch_size=opt["batch_size"],
                    confidence=float(conf), max_balanced_accuracy_loss=float(tol),
-                   pretrain_steps=int(opt["pretrain_steps"] or 0))
+                   pretrain_steps=int(opt["pretrain_steps"] or 0), metric=str(metric))
 
 
 def paired_interval(diffs: Sequence[float], confidence: float) -> dict[str, Any]:
@@ -138,24 +147,26 @@ class ClassPlan:
     chosen: dict[str, Any] | None = None
     reason: str = ""
     selected: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    metric: str = "recall"
 
     def line(self, pct: int) -> str:
         """One sentence for the card and the log."""
+        gk, _, what = METRICS[self.metric]
         if self.chosen is not None:
-            g, c = self.chosen["recall_gain"], self.chosen
-            return (f"{self.name}: {g['mean']:+.3f} +- {g['half_width']:.3f} recall on validation ({pct}% CI "
+            g, c = self.chosen[gk], self.chosen
+            return (f"{self.name}: {g['mean']:+.3f} +- {g['half_width']:.3f} {what} on validation ({pct}% CI "
                     f"[{g['ci'][0]:.3f}, {g['ci'][1]:.3f}]), {c['n_images']} images at guidance "
                     f"{c['guidance']:g}, share {c['share']:g}")
-        best = max(self.trials, key=_rank) if self.trials else None
+        best = max(self.trials, key=lambda t: _rank(t, self.metric)) if self.trials else None
         if best is None:
             return f"{self.name}: {self.reason}, none shipped"
-        g = best["recall_gain"]
+        g = best[gk]
         return (f"{self.name}: {self.reason} ({g['mean']:+.3f}, {pct}% CI [{g['ci'][0]:.3f}, {g['ci'][1]:.3f}] "
                 f"for the best of {len(self.trials)} settings), none shipped")
 
 
-def _rank(trial: Mapping[str, Any]) -> tuple[float, int]:
-    return (trial["recall_gain"]["mean"], -trial["n_images"])
+def _rank(trial: Mapping[str, Any], metric: str = "recall") -> tuple[float, int]:
+    return (trial[METRICS[metric][0]]["mean"], -trial["n_images"])
 
 
 @dataclass
@@ -171,7 +182,10 @@ class BoostPlan:
 
     def rule(self) -> str:
         """:data:`RULE` with this plan's confidence level and tolerance."""
-        return RULE.format(pct=round(100 * self.config.confidence), tol=self.config.max_balanced_accuracy_loss)
+        soft = self.config.metric == "soft_recall"
+        return RULE.format(pct=round(100 * self.config.confidence), tol=self.config.max_balanced_accuracy_loss,
+                           metric="soft-recall (mean p(class))" if soft else "recall",
+                           bacc="soft balanced accuracy" if soft else "balanced accuracy")
 
     def selected_indices(self) -> np.ndarray:
         """Sorted ``(M,)`` int64 rows of the candidates to ship (every boosted class)."""
@@ -192,8 +206,8 @@ class BoostPlan:
             out["classes"][c.name] = {
                 "shipped": ch is not None, "n_images": ch["n_images"] if ch else 0,
                 "guidance": ch["guidance"] if ch else None, "share": ch["share"] if ch else None,
-                "recall_gain": ch["recall_gain"]["mean"] if ch else None,
-                "ci": ch["recall_gain"]["ci"] if ch else None, "reason": c.reason}
+                "metric": c.metric, "gain": ch[METRICS[c.metric][0]]["mean"] if ch else None,
+                "ci": ch[METRICS[c.metric][0]]["ci"] if ch else None, "reason": c.reason}
         return _clean(out)
 
     def to_json(self) -> dict[str, Any]:
@@ -209,7 +223,7 @@ class BoostPlan:
                 "amount": ch["amount"] if ch else None, "chosen": ch, "trials": c.trials}
         cfg = self.config
         return _clean({
-            "rule": self.rule(), "confidence": cfg.confidence,
+            "rule": self.rule(), "metric": cfg.metric, "confidence": cfg.confidence,
             "max_balanced_accuracy_loss": cfg.max_balanced_accuracy_loss, "seeds": list(cfg.seeds),
             "amounts": list(cfg.amounts), "shares": list(cfg.shares), "classifier": self.recipe,
             "baseline": self.baseline, "classes": classes, "lines": self.summary_lines(),
@@ -295,12 +309,17 @@ def choose_boost_plan(train: LabeledImages, val: LabeledImages, candidates: Labe
         out = []
         for s in seeds:
             model = train_classifier(pool_x, pool_y, w, n_classes, rec, s, progress, init_state=pre.get(s))
-            out.append(score(predict_proba(model, val.images, rec.bf16), val.labels, n_classes))
+            probs = predict_proba(model, val.images, rec.bf16)
+            sc = score(probs, val.labels, n_classes)
+            soft = [float(probs[val.labels == c, c].mean()) if (val.labels == c).any() else np.nan
+                    for c in range(n_classes)]
+            sc.update(soft_recall=soft, soft_balanced_accuracy=float(np.nanmean(soft)))
+            out.append(sc)
         return out
 
     base = run(train.images, train.labels, class_balanced_weights(train.labels, n_classes))
-    base_rec = np.array([b["recall"] for b in base])
-    base_bacc = np.array([b["balanced_accuracy"] for b in base])
+    base_rec = {k: np.array([b[k] for b in base]) for k in ("recall", "soft_recall")}
+    base_bacc = {k: np.array([b[k] for b in base]) for k in ("balanced_accuracy", "soft_balanced_accuracy")}
     plans = {i: ClassPlan(class_names[i], int(n_real[i]), int(n_val[i]),
                           {f"{g:g}": len(r) for g, r in rows[i].items()}) for i in idx}
     cache: dict[tuple, list[dict[str, Any]]] = {}
@@ -323,24 +342,26 @@ def choose_boost_plan(train: LabeledImages, val: LabeledImages, candidates: Labe
             y = np.concatenate([train.labels, candidates.labels[syn]])
             cache[key] = run(x, y, _weights(train.labels, candidates.labels[syn], n_classes,
                                             {i: eff[i][1] for i in eff}))
-            gains = {i: np.mean([r["recall"][i] for r in cache[key]]) - base_rec[:, i].mean() for i in eff}
+            gains = {i: np.mean([r["recall"][i] for r in cache[key]]) - base_rec["recall"][:, i].mean() for i in eff}
             log.info("boost plan: run %d (%s): %s", len(cache), stage, "; ".join(
                 f"{class_names[i]} {n} images, share {s:g}, guidance {g:g}: recall {gains[i]:+.3f}"
                 for i, (n, s, g) in sorted(eff.items())))
         res = cache[key]
-        bacc = paired_interval(np.array([r["balanced_accuracy"] for r in res]) - base_bacc, cfg.confidence)
+        bacc = {k: paired_interval(np.array([r[k] for r in res]) - base_bacc[k], cfg.confidence)
+                for k in base_bacc}
         for i, (n, s, g) in eff.items():
             if (n, s, g) in seen[i]:
                 continue
             seen[i].add((n, s, g))
-            gain = np.array([r["recall"][i] for r in res]) - base_rec[:, i]
+            gain = {k: np.array([r[k][i] for r in res]) - base_rec[k][:, i] for k in base_rec}
             plans[i].trials.append({"stage": stage, "amount": settings[i][0], "n_images": n, "share": s,
-                                    "guidance": g, "recall_gain": paired_interval(gain, cfg.confidence),
-                                    "balanced_accuracy_gain": bacc})
+                                    "guidance": g, **{f"{k}_gain": paired_interval(v, cfg.confidence)
+                                                      for k, v in gain.items()},
+                                    **{f"{k}_gain": v for k, v in bacc.items()}})
 
     def best(i: int, **fixed: float) -> dict[str, Any]:
         t = [t for t in plans[i].trials if all(t[k] == v for k, v in fixed.items())] or plans[i].trials
-        return max(t, key=_rank)
+        return max(t, key=lambda x: _rank(x, cfg.metric))
 
     active = [i for i in idx if rows[i]]
     g0 = {i: (cfg.guidance if cfg.guidance in rows[i] else min(rows[i])) for i in active}
@@ -356,9 +377,11 @@ def choose_boost_plan(train: LabeledImages, val: LabeledImages, candidates: Labe
         if any(g != g0[i] and g in rows[i] for i in active):
             trial_run({i: (amt[i], share[i], g if g in rows[i] else g0[i]) for i in active}, "guidance")
     for i in idx:
+        plans[i].metric = cfg.metric
         _decide(plans[i], rows[i], cfg.max_balanced_accuracy_loss)
-    baseline = {"arm": "trtr_balanced", "balanced_accuracy": _ms(base_bacc), "per_seed_balanced_accuracy": base_bacc,
-                "recall": {class_names[i]: _ms(base_rec[:, i]) for i in idx}}
+    baseline = {"arm": "trtr_balanced", **{k: _ms(v) for k, v in base_bacc.items()},
+                "per_seed_balanced_accuracy": base_bacc["balanced_accuracy"],
+                **{k: {class_names[i]: _ms(v[:, i]) for i in idx} for k, v in base_rec.items()}}
     plan = BoostPlan([plans[i] for i in idx], baseline, cfg, rec.to_dict(), 1 + len(cache), 0.0)
     plan.wall_s = round(time.perf_counter() - t0, 1)
     for line in plan.summary_lines():
@@ -375,14 +398,14 @@ def _decide(plan: ClassPlan, rows: Mapping[float, np.ndarray], tol: float) -> No
     if not plan.trials:
         plan.reason = "no candidates passed curation"
         return
-    gain_ok = [t for t in plan.trials if t["recall_gain"]["ci"][0] > 0]
-    ok = [t for t in gain_ok if t["balanced_accuracy_gain"]["ci"][1] >= 0
-          and t["balanced_accuracy_gain"]["mean"] >= -tol]
+    gk, bk, _ = METRICS[plan.metric]
+    gain_ok = [t for t in plan.trials if t[gk]["ci"][0] > 0]
+    ok = [t for t in gain_ok if t[bk]["ci"][1] >= 0 and t[bk]["mean"] >= -tol]
     if not ok:
         plan.reason = ("recall gain only where balanced accuracy drops on validation" if gain_ok
                        else "no gain on validation")
         return
-    plan.chosen = max(ok, key=_rank)
+    plan.chosen = max(ok, key=lambda t: _rank(t, plan.metric))
     plan.reason = "gain on validation"
     plan.selected = rows[plan.chosen["guidance"]][:plan.chosen["n_images"]].astype(np.int64)
 
