@@ -3,7 +3,8 @@
 YAML front matter (license, task_categories, tags, size_categories, ``configs``/``data_files`` pointing at
 the shards) followed by: contents and per-class counts, a 5-line plain-``webdataset`` reading snippet,
 provenance (source cohort summary, its splits and near-duplicates across them, model, training budget,
-full config), evaluation metrics, the privacy report, and intended use and limitations.
+full config), evaluation metrics, the rare-class boost plan (when the curate stage ran one), the privacy
+report, and intended use and limitations.
 
 No PHI: from the source cohort only aggregate, allow-listed fields of ``data/prepared/meta.json`` are shown
 (counts, image size, channels, dtype, modality, source kind, split policy, near-duplicate counts), and in
@@ -155,6 +156,28 @@ def splits_section(prepared_meta: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def boost_section(cohort_meta: Mapping[str, Any]) -> list[str]:
+    """The "Rare-class boost plan" section: one statement per boosted class, from the plan summary the curate
+    stage records in ``cohort.json`` (``curation.plan``: :meth:`synthgen.curation.plan.BoostPlan.summary`, or
+    just its list of lines); empty when no plan ran."""
+    plan = ((cohort_meta or {}).get("curation") or {}).get("plan")
+    if isinstance(plan, list):
+        plan = {"lines": plan}
+    if not isinstance(plan, Mapping) or not plan.get("lines"):
+        return []
+    how = ""
+    if plan.get("seeds"):
+        how = (f": oversampling the real images against oversampling + synthetic images, {len(plan['seeds'])} "
+               f"classifier seeds, paired t-intervals. Rule: {plan.get('rule', '')}")
+    out = ["## Rare-class boost plan\n",
+           f"The synthetic images of the boosted classes were chosen on the real validation split (never the test "
+           f"split){how}.\n"]
+    out += [f"- {_fmt(str(line))}" for line in plan["lines"]]
+    out.append("\nEvery setting tried, with its interval, is in `metrics/boost.json`; the evaluation above "
+               "measures the exported cohort on the test split.\n")
+    return out
+
+
 def render_card(cohort: AuditedCohort, index: Mapping[str, Any], export_cfg: Mapping[str, Any],
                 prepared_meta: Mapping[str, Any] | None = None, evaluate: Mapping[str, Any] | None = None,
                 privacy: Mapping[str, Any] | None = None, train: Mapping[str, Any] | None = None) -> str:
@@ -259,6 +282,8 @@ def render_card(cohort: AuditedCohort, index: Mapping[str, Any], export_cfg: Map
                    "the privacy gate; `metrics/evaluate.json`):\n")
     out.append((_table(("metric", "value"), list(ev.items())) if ev else
                 "No evaluation metrics (`metrics/evaluate.json`) were available.") + "\n")
+
+    out.extend(boost_section(cohort.meta))
 
     out.append("## Privacy report\n")
     summary = run_independent(cohort.privacy_summary)

@@ -161,7 +161,8 @@ def _lr_factor(step: int, recipe: Recipe) -> float:
 
 
 def train_classifier(images: torch.Tensor, labels: np.ndarray, weights: np.ndarray | None, n_classes: int,
-                     recipe: Recipe, seed: int, progress: Any = None) -> SmallResNet:
+                     recipe: Recipe, seed: int, progress: Any = None,
+                     init_state: Mapping[str, torch.Tensor] | None = None) -> SmallResNet:
     """Train one classifier.
 
     Args:
@@ -172,6 +173,8 @@ def train_classifier(images: torch.Tensor, labels: np.ndarray, weights: np.ndarr
         recipe: architecture and budget.
         seed: fixes init, batch draws and augmentation.
         progress: optional callable ``progress(n_steps_done)`` (e.g. a tqdm update).
+        init_state: optional ``state_dict`` of a model of the same recipe to start from instead of the
+            seeded random init (a warm start: the boost plan continues one pretrained model per seed).
 
     Returns:
         The trained model in eval mode.
@@ -180,6 +183,8 @@ def train_classifier(images: torch.Tensor, labels: np.ndarray, weights: np.ndarr
         raise ValueError("no training images")
     torch.manual_seed(seed)
     model = build_model(recipe, images.shape[1], n_classes)
+    if init_state is not None:
+        model.load_state_dict(init_state)
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     p = None

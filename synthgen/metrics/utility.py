@@ -124,11 +124,12 @@ def summarize(runs: dict[str, list[dict[str, Any]]], class_names: list[str]) -> 
 
 def rare_gain(summary: dict[str, Any], rare: Sequence[str]) -> dict[str, Any]:
     """Rare-class recall and balanced accuracy of real-only (``trtr``), real + oversampling
-    (``trtr_balanced``) and real + oversampling + synthetic (``trs_balanced``), and, when the
+    (``trtr_balanced``), real + oversampling + synthetic (``trs_balanced``), real + oversampling + the raw
+    generated cohort (``trs_balanced_raw``, when ``evaluate.raw_cohort`` is set), and, when the
     ``full_reference`` arm ran, the share of the gap between real-only and the reference each closes
     (``(arm - real_only) / (reference - real_only)``; ``None`` when the gap is under 0.01)."""
     names = {"real_only": "trtr", "oversampling": "trtr_balanced", "synthetic": "trs_balanced",
-             "reference": "full_reference"}
+             "raw_synthetic": "trs_balanced_raw", "reference": "full_reference"}
     out: dict[str, Any] = {}
     for label, arm in names.items():
         if arm not in summary:

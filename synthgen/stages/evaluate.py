@@ -106,6 +106,9 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
         uncut = _labeled(u.images, u.labels)
     syn_x, syn_y, _info = load_cohort(ecfg.cohort, meta)
     syn = _labeled(syn_x, syn_y)
+    # Optional: the generated cohort before curation and the boost plan, for the rare-class curve's
+    # "oversampling + raw synthetic" arm (trs_balanced on it, reported as trs_balanced_raw / rare.raw_synthetic).
+    raw = _labeled(*load_cohort(ecfg.raw_cohort, meta)[:2]) if ecfg.get("raw_cohort") else None
 
     # Flips/rotations only where the data source declares them (data.symmetries; none by default).
     symmetries = parse_symmetries(cfg.data.get("symmetries") if "data" in cfg else None)
@@ -119,7 +122,7 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     from tqdm.auto import tqdm
 
-    total = len(arms) * len(seeds) * recipe.steps + fe_recipe.steps
+    total = (len(arms) + (raw is not None)) * len(seeds) * recipe.steps + fe_recipe.steps
     with tqdm(total=total, desc="evaluate: classifier steps", mininterval=5.0, leave=False) as bar:
         extractor = load_or_train(train_raw.images, train_raw.labels, n_classes, fe_recipe,
                                   int(ecfg.features.seed), bool(ecfg.features.balanced), ecfg.get("cache_dir"),
@@ -136,6 +139,9 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
         t_fid = time.perf_counter()
         runs = run_arms(arms, seeds, real, syn, test_l, n_classes, recipe, float(ecfg.utility.synthetic_share),
                         uncut, progress=bar.update)
+        if raw is not None:
+            runs["trs_balanced_raw"] = run_arms(["trs_balanced"], seeds, real, raw, test_l, n_classes, recipe,
+                                                float(ecfg.utility.synthetic_share), progress=bar.update)["trs_balanced"]
     t_util = time.perf_counter()
     summary = summarize(runs, names)
     utility: dict[str, Any] = dict(summary)
