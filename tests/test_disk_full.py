@@ -101,7 +101,7 @@ def _export_stage(argv: list[str]) -> int:
 
 
 def test_export_stage_on_a_full_disk_monkeypatched(tmp_path, monkeypatch, capsys):
-    import synthgen.export.shards as shards
+    import synthgen.export.shard_writer as shards
 
     build_audited(tmp_path, n=60, size=16)
     ov = export_overrides(tmp_path, **{"shard_size.samples": 20})

@@ -106,7 +106,7 @@ def _plain_tar(members: list[list[tuple[str, bytes]]], folder: Path) -> list[Pat
 def throughput(ctx: Context, n: int, shape, dtype: str, label: str, repeats: int, png_level: int = 1,
                reference: bool = True) -> list[Row]:
     from synthgen.export.index import build_index
-    from synthgen.export.shards import write_shards
+    from synthgen.export.shard_writer import write_shards
 
     work = Path(ctx.workdir) / f"export_{label}"
     cohort = _cohort(ctx.shared_data, n, shape, dtype)
@@ -218,7 +218,7 @@ def verify_time(ctx: Context, n: int, repeats: int) -> list[Row]:
 
     from synthgen.export.card import render_card
     from synthgen.export.index import build_index
-    from synthgen.export.shards import write_shards
+    from synthgen.export.shard_writer import write_shards
     from synthgen.export.verify import verify_export
 
     work = Path(ctx.workdir) / "verify"

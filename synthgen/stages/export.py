@@ -2,7 +2,7 @@
 
 Folder layout (always; ``shared/tools/check_contracts.py export DIR`` checks it)::
 
-    <name>-000000.tar ...   WebDataset shards (see synthgen.export.shards)
+    <name>-000000.tar ...   WebDataset shards (see synthgen.export.shard_writer)
     index.json              shard sha256/bytes/samples/classes, totals (see synthgen.export.index)
     README.md               dataset card (see synthgen.export.card)
     dicom/<key>.dcm         only with export.format=dicom (see synthgen.data.dicom_writer)
@@ -29,7 +29,7 @@ from ..export.audited import AuditedCohort, load_audited
 from ..export.card import load_optional_json, render_card
 from ..export.encode import KEY_PATTERN, sample_key
 from ..export.index import INDEX_NAME, build_index
-from ..export.shards import sample_order, write_shards
+from ..export.shard_writer import sample_order, write_shards
 
 log = logging.getLogger(__name__)
 FORMATS = ("webdataset", "dicom", "nifti")
