@@ -34,7 +34,7 @@ from ..curation.filter import REASONS, Thresholds, apply_filter
 from ..curation.scores import classifier_scores
 from ..data.prepared import load_meta, load_split
 from ..data.symmetries import parse_symmetries
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, StageFailed
 from ..io import atomic_path, save_npz, write_json
 from ..metrics.classifier import Recipe
 from ..metrics.features import load_or_train
@@ -145,10 +145,16 @@ def _curate(cfg: DictConfig) -> dict[str, Any]:
         guidance[cand_rows], classes, names, ccfg.get("plan") or {},
         Recipe.from_config(ecfg.classifier, symmetries=symmetries), int(cfg.seed))
     shipped = np.sort(np.concatenate([np.flatnonzero(result.kept & ~is_cand), cand_rows[chosen]]))
+    write_json(Path(cfg.paths.metrics) / BOOST_JSON, boost_json)  # the plan's verdict stands even if nothing ships
+    for line in lines:
+        print(f"boost plan: {line}")
     if len(shipped) == 0:
-        raise InputError(Path(ccfg["input"]) / "cohort.npz", f"the curate stage ships no sample: all {n} dropped "
-                         f"({json.dumps(result.counts())}); check the generator (reports/samples.png) or loosen "
-                         "curate.filter")
+        kept = int(result.kept.sum())
+        why = (f"the boost plan shipped none of the {kept} filter-kept candidates (no gain on validation: "
+               f"{Path(cfg.paths.metrics) / BOOST_JSON}) and no other class was generated" if kept else
+               f"the filter dropped all {n} ({json.dumps(result.counts())}); check the generator "
+               "(reports/samples.png) or loosen curate.filter")
+        raise StageFailed(f"{Path(ccfg['input']) / 'cohort.npz'}: nothing to ship: {why}")
 
     per_class = {}
     for c, name in enumerate(names):
@@ -174,9 +180,6 @@ def _curate(cfg: DictConfig) -> dict[str, Any]:
         tmp.mkdir(parents=True)
         save_npz(tmp / "cohort.npz", **out)
         write_json(tmp / "cohort.json", {**gen_meta, "curation": summary})
-    write_json(Path(cfg.paths.metrics) / BOOST_JSON, boost_json)
-    for line in lines:
-        print(f"boost plan: {line}")
     log.info("curate: %d in, %d kept (dropped %s), %d shipped -> %s; extractor %.1fs, scores %.1fs, filter %.1fs, "
              "total %.1fs", n, summary["n_kept"], json.dumps(summary["dropped"]), len(shipped), out_dir,
              t_fe - t0, t_sc - t_fe, t_f - t_sc, time.perf_counter() - t0)
