@@ -130,6 +130,7 @@ RULES: dict[str, Rule] = {
     "train.checkpoint_every_n_batches": Int(ge=1, null="the time rule"),
     "train.num_threads": THREADS,
     "train.num_workers": NONNEG,
+    "train.class_balance": PROB,
     # ------------------------------------------------------------------------------------ generate
     "generate.checkpoint": Str(nonempty=True, null="<paths.models>/generator.ckpt", what="a .ckpt path"),
     "generate.per_class": Int(ge=0, lt=2**24, null="balance_to or counts decide"),

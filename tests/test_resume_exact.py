@@ -40,6 +40,9 @@ MODELS = {
     # Diffusion: timesteps, noise, label dropout, and UNet dropout (drawn from torch's global RNG).
     "ddpm": (["model=ddpm", "model.channels=[8,16]", "model.warmup_steps=5", "model.num_timesteps=100",
               "model.dropout=0.1", "model.label_dropout=0.2", "model.autocast=false"], 1),
+    # Diffusion with tempered class-balanced sampling: the class and image draws of the sampler come back too.
+    "ddpm-balanced": (["model=ddpm", "model.channels=[8,16]", "model.warmup_steps=5", "model.num_timesteps=100",
+                       "model.label_dropout=0.2", "model.autocast=false", "train.class_balance=0.5"], 1),
 }
 TOTAL_BATCHES = 36
 
