@@ -131,6 +131,9 @@ RULES: dict[str, Rule] = {
     "train.num_threads": THREADS,
     "train.num_workers": NONNEG,
     "train.class_balance": PROB,
+    "train.finetune.classes": ListOf(Str(nonempty=True), unique=True),
+    "train.finetune.steps": NONNEG,
+    "train.finetune.lr_factor": Num(gt=0, le=10),
     # ------------------------------------------------------------------------------------ generate
     "generate.checkpoint": Str(nonempty=True, null="<paths.models>/generator.ckpt", what="a .ckpt path"),
     "generate.per_class": Int(ge=0, lt=2**24, null="balance_to or counts decide"),

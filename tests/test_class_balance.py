@@ -109,3 +109,22 @@ def test_bad_class_balance_exits_2_with_one_line(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and "train.class_balance" in lines[0], r.stderr[-2000:]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_finetune_settings_and_bad_values():
+    from synthgen.models.finetune import finetune_settings
+
+    names = ["a", "b", "c"]
+    assert finetune_settings({"finetune": {"classes": [], "steps": 5}}, names) is None
+    assert finetune_settings({"finetune": {"classes": ["a"], "steps": 0}}, names) is None
+    assert finetune_settings({"finetune": {"classes": ["c"], "steps": 5, "lr_factor": 0.2}}, names) == {
+        "classes": ["c"], "labels": [2], "steps": 5, "lr_factor": 0.2}
+    with pytest.raises(ConfigError) as e:
+        finetune_settings({"finetune": {"classes": ["basophil"], "steps": 5}}, names)
+    assert e.value.key == "train.finetune.classes" and "'basophil'" in str(e.value)
+    for override, key in (("train.finetune.lr_factor=0", "train.finetune.lr_factor"),
+                          ("train.finetune.steps=-1", "train.finetune.steps"),
+                          ("train.finetune.classes=[a,a]", "train.finetune.classes")):
+        with pytest.raises(ConfigError) as e:
+            load_config([override])
+        assert e.value.key == key, str(e.value)

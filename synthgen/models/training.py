@@ -43,6 +43,7 @@ from ..io import dumps_json, sha256_file, write_json
 from .base import GeneratorModule
 from .checkpoints import ResumeCheckpoint, class_path, move_aside, resume_state, save_generator
 from .curves import LossCurve
+from .finetune import finetune_settings, run_finetune
 
 log = logging.getLogger(__name__)
 
@@ -183,10 +184,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # curve's rows come back with the checkpoint, so write them here too (DVC deleted the old file).
     curve.write(trainer)
 
-    if hasattr(model, "prepare_for_sampling"):
-        model.prepare_for_sampling(seed=int(cfg.seed))
     steps_per_batch = max(1, len(trainer.optimizers)) if not model.automatic_optimization else 1
     batches_this_run = (trainer.global_step - start_step) // steps_per_batch
+    main_batches, main_step = int(model.rng_batches), int(trainer.global_step)
+    ft_settings = finetune_settings(cfg.train, class_names)
+    finetune = None
+    if ft_settings:  # continues from last.ckpt: every rank has finished (and rank 0 written) it
+        trainer.strategy.barrier("train_main_done")
+        finetune = run_finetune(cfg, model, train_set.images, train_set.labels, ft_settings, key, main_step,
+                                batch_size, steps_per_batch)
+    if hasattr(model, "prepare_for_sampling"):
+        model.prepare_for_sampling(seed=int(cfg.seed))
     # Training outcome first (the dataset card shows these), then timings and resume bookkeeping (run-dependent:
     # they stay in metrics/). Epochs are counted from the checkpointed batch counter, not Lightning's epoch
     # counter, which skips a number when a run resumes from an end-of-training checkpoint.
@@ -194,9 +202,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "model": str(cfg.model.get("name", class_path(model))),
         "target": class_path(model),
         "parameters": int(sum(p.numel() for p in model.parameters())),
-        "global_step": int(trainer.global_step),
-        "batches": int(model.rng_batches),
-        "epochs": int(model.rng_batches // max(1, len(train_dl))),
+        "global_step": main_step,
+        "batches": main_batches,
+        "epochs": int(main_batches // max(1, len(train_dl))),
         "resumed_from_step": int(start_step),
         "batches_this_run": int(batches_this_run),
         "train_images_per_s": round(batches_this_run * batch_size / max(fit_s, 1e-9), 2),
@@ -204,13 +212,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "stage_seconds": round(time.perf_counter() - t_start, 1),
         "final": {k: round(float(v), 5) for k, v in sorted(trainer.callback_metrics.items())
                   if torch.as_tensor(v).numel() == 1},
-        "class_mixture": mixture_report(train_dl, train_set.labels, class_names, int(model.rng_batches), balance),
+        "class_mixture": mixture_report(train_dl, train_set.labels, class_names, main_batches, balance),
     }
+    if finetune:
+        metrics["finetune"] = finetune
     if not metrics["final"]:  # a re-run of a finished training logs nothing: report the curve's last values
         metrics["final"] = {k: round(float(v), 5) for k, v in sorted(curve.last_values().items())}
     if trainer.is_global_zero:
         save_generator(models_dir / "generator.ckpt", model, key,
-                       extra={"global_step": int(trainer.global_step), "name": metrics["model"],
+                       extra={"global_step": int(finetune["global_step"] if finetune else main_step),
+                              "name": metrics["model"],
                               "config_model": OmegaConf.to_container(cfg.model, resolve=True)})
         write_json(Path(cfg.paths.metrics) / "train.json", metrics)
     trainer.strategy.barrier("train_stage_done")
