@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -114,7 +115,8 @@ def run_finetune(cfg: DictConfig, model: L.LightningModule, images: np.ndarray, 
     trainer = build_trainer(trainer_cfg, [ScaleLearningRates(settings["lr_factor"]), saver], models_dir)
     loader = train_loader(images[mask], labels[mask], batch_size, int(cfg.seed) + FINETUNE_SEED_OFFSET,
                           int(cfg.train.get("num_workers") or 0))
+    t0 = time.perf_counter()
     trainer.fit(model, train_dataloaders=loader, ckpt_path=str(ckpt_path))
-    return {"classes": list(settings["classes"]), "steps": int(settings["steps"]),
+    return {"fit_seconds": round(time.perf_counter() - t0, 1),"classes": list(settings["classes"]), "steps": int(settings["steps"]),
             "lr_factor": float(settings["lr_factor"]), "images": int(mask.sum()),
             "from_global_step": int(main_step), "global_step": int(trainer.global_step)}
