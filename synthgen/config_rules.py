@@ -132,6 +132,10 @@ RULES: dict[str, Rule] = {
     "train.checkpoint_every_n_batches": Int(ge=1, null="the time rule"),
     "train.num_threads": THREADS,
     "train.num_workers": NONNEG,
+    "train.class_balance": PROB,
+    "train.finetune.classes": ListOf(Str(nonempty=True), unique=True),
+    "train.finetune.steps": NONNEG,
+    "train.finetune.lr_factor": Num(gt=0, le=10),
     # ------------------------------------------------------------------------------------ generate
     "generate.checkpoint": Str(nonempty=True, null="<paths.models>/generator.ckpt", what="a .ckpt path"),
     "generate.per_class": Int(ge=0, lt=2**23, null="balance_to or counts decide"),

@@ -40,6 +40,9 @@ MODELS = {
     # Diffusion: timesteps, noise, label dropout, and UNet dropout (drawn from torch's global RNG).
     "ddpm": (["model=ddpm", "model.channels=[8,16]", "model.warmup_steps=5", "model.num_timesteps=100",
               "model.dropout=0.1", "model.label_dropout=0.2", "model.autocast=false"], 1),
+    # Diffusion with tempered class-balanced sampling: the class and image draws of the sampler come back too.
+    "ddpm-balanced": (["model=ddpm", "model.channels=[8,16]", "model.warmup_steps=5", "model.num_timesteps=100",
+                       "model.label_dropout=0.2", "model.autocast=false", "train.class_balance=0.5"], 1),
 }
 TOTAL_BATCHES = 36
 
@@ -169,3 +172,33 @@ def test_raising_the_budget_continues_the_same_run(prepared, tmp_path, one_threa
     for name in ("last.ckpt", "generator.ckpt"):
         assert weights_digest(tmp_path / "straight" / "models" / name) == \
             weights_digest(tmp_path / "extended" / "models" / name), name
+
+
+FINETUNE = ["train.finetune.classes=[a]", "train.finetune.steps=9", "train.class_balance=0.5"]
+
+
+def test_sigkill_during_the_rare_class_finetune_then_rerun_gives_the_uninterrupted_weights(prepared, tmp_path):
+    """The fine-tune (train.finetune) continues from last.ckpt and checkpoints to finetune.ckpt: killed inside
+    it and run again, it ends with the uninterrupted run's weights; its learning rate is the scaled one."""
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    cmd = {d: _cmd(prepared, d, "ddpm-balanced") + FINETUNE for d in (straight, killed)}
+    for d in (straight, killed):
+        d.mkdir()
+    r = subprocess.run(cmd[straight], cwd=straight, env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ft = killed / "models" / "finetune.ckpt"
+    _kill_after_first_checkpoint(cmd[killed], ft)
+    step = int(torch.load(ft, map_location="cpu", weights_only=False)["global_step"])
+    assert TOTAL_BATCHES < step < TOTAL_BATCHES + 9, step
+    r = subprocess.run(cmd[killed], cwd=killed, env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for name in ("finetune.ckpt", "generator.ckpt"):
+        a, b = weights_digest(straight / "models" / name), weights_digest(killed / "models" / name)
+        print(f"finetune {name}: uninterrupted {combined(a)}, killed at step {step} + resumed {combined(b)}")
+        assert a == b, name
+    main = torch.load(straight / "models" / "last.ckpt", map_location="cpu", weights_only=False)
+    done = torch.load(straight / "models" / "finetune.ckpt", map_location="cpu", weights_only=False)
+    assert main["global_step"] == TOTAL_BATCHES and done["global_step"] == TOTAL_BATCHES + 9
+    lr = [g["lr"] for g in main["optimizer_states"][0]["param_groups"]]
+    assert [g["lr"] for g in done["optimizer_states"][0]["param_groups"]] == pytest.approx([v * 0.1 for v in lr])
+    assert weights_digest(straight / "models" / "last.ckpt") != weights_digest(straight / "models" / "finetune.ckpt")

@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 from ..data.prepared import load_meta, load_split
-from ..data.resumable import ResumableLoader
+from ..data.resumable import ResumableLoader, class_mixture
 from ..errors import ConfigError, InputError
 from ..budget import budget_check
 from ..io import dumps_json, sha256_file, write_json
@@ -45,6 +45,7 @@ from ..models.base import GeneratorModule
 from ..models.checkpoints import ResumeCheckpoint, class_path, move_aside, resume_state, save_generator
 from ..models.curves import LossCurve
 from ..models.progress import live_logger, live_plots_dir, progress_bar
+from ..models.finetune import finetune_settings, run_finetune
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +74,13 @@ def build_model(model_cfg: DictConfig | dict, class_names: list[str], image_shap
 
 
 def resume_key(cfg: DictConfig, train_file: Path) -> str:
-    """What a resumable checkpoint must match: model config, seed and the exact training images."""
+    """What a resumable checkpoint must match: model config, seed, the exact training images and a non-zero
+    ``train.class_balance`` (left out at 0, so checkpoints written before the option still resume)."""
     ident = {"model": OmegaConf.to_container(cfg.model, resolve=True), "seed": int(cfg.seed),
              "train_sha256": sha256_file(train_file)}
+    balance = float(cfg.train.get("class_balance") or 0.0)
+    if balance > 0:
+        ident["class_balance"] = balance
     return hashlib.sha256(dumps_json(ident).encode()).hexdigest()[:16]
 
 
@@ -84,12 +89,35 @@ def _dataset(images: np.ndarray, labels: np.ndarray) -> TensorDataset:
 
 
 def train_loader(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int,
-                 num_workers: int = 0) -> ResumableLoader:
+                 num_workers: int = 0, class_balance: float = 0.0) -> ResumableLoader:
     """Shuffled training batches (last partial batch dropped): epoch ``e`` visits a permutation seeded by
-    ``(seed, e)``, and the position within the epoch is checkpointed (:class:`ResumableLoader`)."""
+    ``(seed, e)`` (``class_balance`` > 0: tempered class-balanced draws seeded the same way,
+    :class:`~synthgen.data.resumable.ClassBalancedSampler`), and the position within the epoch is checkpointed
+    (:class:`ResumableLoader`)."""
     ds = _dataset(images, labels)
     return ResumableLoader(ds, batch_size=min(batch_size, len(ds)), seed=seed, shuffle=True, drop_last=True,
-                           num_workers=num_workers)
+                           num_workers=num_workers, labels=labels, class_balance=class_balance)
+
+
+def mixture_report(loader: ResumableLoader, labels: np.ndarray, class_names: list[str], batches: int,
+                   class_balance: float) -> dict[str, Any]:
+    """``metrics/train.json``'s ``class_mixture``: the class balance, each class's share of the training
+    images (``data``), its draw probability (``target``, proportional to ``n_c ** (1 - class_balance)``) and
+    its share of the images in the ``batches`` batches trained so far on this rank (``drawn``)."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(class_names))
+    target = class_mixture(counts, class_balance)
+    per_epoch, bs = len(loader), int(loader.batch_size or 1)
+    drawn = np.zeros(len(class_names), dtype=np.int64)
+    for epoch in range(-(-batches // max(1, per_epoch))):
+        take = min(per_epoch, batches - epoch * per_epoch) * bs
+        drawn += np.bincount(labels[np.asarray(loader.sampler.indices(epoch)[:take], dtype=np.int64)],
+                             minlength=len(class_names))
+    shares = drawn / max(1, drawn.sum())
+    return {"class_balance": float(class_balance),
+            "data": {c: round(float(v), 5) for c, v in zip(class_names, counts / max(1, counts.sum()))},
+            "target": {c: round(float(v), 5) for c, v in zip(class_names, target)},
+            "drawn": {c: round(float(v), 5) for c, v in zip(class_names, shares)},
+            "images_drawn": int(drawn.sum())}
 
 
 def build_trainer(trainer_cfg: DictConfig, callbacks: list[L.Callback], root: Path, logger: Any = False
@@ -154,7 +182,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer.callbacks.append(saver)
 
     workers = int(cfg.train.get("num_workers") or 0)
-    train_dl = train_loader(train_set.images, train_set.labels, batch_size, int(cfg.seed), workers)
+    balance = float(cfg.train.get("class_balance") or 0.0)
+    train_dl = train_loader(train_set.images, train_set.labels, batch_size, int(cfg.seed), workers, balance)
     val_dl = DataLoader(_dataset(val_set.images, val_set.labels), batch_size=min(batch_size, len(val_set)),
                         shuffle=False, num_workers=workers) if len(val_set) else None
     t_fit = time.perf_counter()
@@ -167,10 +196,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         live_plots_dir(live_dir)
 
-    if hasattr(model, "prepare_for_sampling"):
-        model.prepare_for_sampling(seed=int(cfg.seed))
     steps_per_batch = max(1, len(trainer.optimizers)) if not model.automatic_optimization else 1
     batches_this_run = (trainer.global_step - start_step) // steps_per_batch
+    main_batches, main_step = int(model.rng_batches), int(trainer.global_step)
+    ft_settings = finetune_settings(cfg.train, class_names)
+    finetune = None
+    if ft_settings:  # continues from last.ckpt: every rank has finished (and rank 0 written) it
+        trainer.strategy.barrier("train_main_done")
+        finetune = run_finetune(cfg, model, train_set.images, train_set.labels, ft_settings, key, main_step,
+                                batch_size, steps_per_batch)
+    if hasattr(model, "prepare_for_sampling"):
+        model.prepare_for_sampling(seed=int(cfg.seed))
     # Training outcome first (the dataset card shows these), then timings and resume bookkeeping (run-dependent:
     # they stay in metrics/). Epochs are counted from the checkpointed batch counter, not Lightning's epoch
     # counter, which skips a number when a run resumes from an end-of-training checkpoint.
@@ -189,12 +225,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "stage_seconds": round(time.perf_counter() - t_start, 1),
         "final": {k: round(float(v), 5) for k, v in sorted(trainer.callback_metrics.items())
                   if torch.as_tensor(v).numel() == 1},
+        "class_mixture": mixture_report(train_dl, train_set.labels, class_names, main_batches, balance),
     }
+    if finetune:
+        metrics["finetune"] = finetune
     if not metrics["final"]:  # a re-run of a finished training logs nothing: report the curve's last values
         metrics["final"] = {k: round(float(v), 5) for k, v in sorted(curve.last_values().items())}
     if trainer.is_global_zero:
         save_generator(models_dir / "generator.ckpt", model, key,
-                       extra={"global_step": int(trainer.global_step), "name": metrics["model"],
+                       extra={"global_step": int(finetune["global_step"] if finetune else main_step),
+                              "name": metrics["model"],
                               "config_model": OmegaConf.to_container(cfg.model, resolve=True)})
         write_json(Path(cfg.paths.metrics) / "train.json", metrics)
     trainer.strategy.barrier("train_stage_done")
