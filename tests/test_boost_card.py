@@ -9,7 +9,7 @@ import numpy as np
 
 from export_fixture import build_audited, export_cfg
 from synthgen.curation.plan import BoostPlan, ClassPlan, PlanConfig, paired_interval
-from synthgen.export import export
+from synthgen.stages.export import export
 
 CFG = PlanConfig.from_mapping({"amounts": [1, 10], "shares": [0.5], "seeds": [0, 1, 2, 3, 4], "steps": 10,
                                "batch_size": None, "guidance": None, "confidence": 0.95})

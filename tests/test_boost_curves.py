@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO, make_medmnist_npz
 from synthgen.config import compose
-from synthgen.data.prepare import prepare
+from synthgen.stages.prepare import prepare
 from synthgen.data.prepared import load_split
 from synthgen.io import save_npz
 from synthgen.reports.boost_curves import curves, main, points_from_exp_show
@@ -76,7 +76,7 @@ def test_bad_inputs_are_one_line_exit_2(tmp_path):
 
 
 def test_evaluate_raw_cohort_arm_feeds_the_curve(tmp_path, one_thread):
-    from synthgen.metrics.evaluate import run
+    from synthgen.stages.evaluate import run
 
     src = make_medmnist_npz(tmp_path / "toy.npz", n=160, channels=3)
     data = [f"data.path={src}", "data.classes=[a,b,c]", "data.rare.classes=[b]", "data.rare.keep=6"]

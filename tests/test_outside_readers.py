@@ -20,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory) -> Path:
-    from synthgen.export import export
+    from synthgen.stages.export import export
 
     root = build_audited(tmp_path_factory.mktemp("readers"), n=30, channels=3, size=8)
     return Path(export(export_cfg(root)))
