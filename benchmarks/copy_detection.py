@@ -12,7 +12,8 @@ the published tables are ``report``.
 Roles (MedMNIST; one patient per image, images with an exact duplicate in the pool left out):
 ``train`` (the audited model's training set) from the train-pool half, ``holdout`` (calibration) = the val half,
 ``reference`` 200 other train-pool images, **negatives** = the rest of the train-pool half plus the test half
-(real unseen images of the same classes: the hard negatives, capped by ``--negatives``), **positives** =
+(real unseen images of the same classes: the hard negatives, capped by ``--negatives``; reported also by origin,
+since only the test split is guaranteed to hold other patients), **positives** =
 ``--per-cell`` edited copies of training images per (family, level) of :mod:`synthgen.privacy.edits`.
 The audit (:func:`~synthgen.privacy.audit.run_audit`, shipped config + overrides) sees positives and negatives
 as one synthetic cohort.
@@ -91,6 +92,9 @@ def medmnist_roles(name: str, part: str, n_neg: int) -> dict[str, ImageSet]:
     negx, negy = np.concatenate([xt[nt + 200:], xs]), np.concatenate([yt[nt + 200:], ys])
     keep = np.random.default_rng(16).permutation(len(negx))[:n_neg]
     out["negatives"] = image_set(negx[keep], negy[keep], "n")
+    # test-split negatives are unseen patients for sure; train-pool ones may share a patient with a training
+    # image (MedMNIST has no patient ids; PneumoniaMNIST's train split holds several X-rays of some children)
+    out["neg_from_test"] = keep >= len(xt) - nt - 200
     return out
 
 
@@ -128,7 +132,8 @@ def combined_score(res, n_pos: int) -> np.ndarray:
     return best
 
 
-def evaluate(res, cells: list[tuple[str, int, int, int]], sources: np.ndarray, n_neg: int) -> dict:
+def evaluate(res, cells: list[tuple[str, int, int, int]], sources: np.ndarray, n_neg: int,
+             neg_from_test: np.ndarray | None = None) -> dict:
     """Per-cell rows (``cells``: family, level, start, stop rows of the cohort) and the negatives' row."""
     score = combined_score(res, len(sources))
     neg = slice(len(sources), len(sources) + n_neg)
@@ -152,6 +157,11 @@ def evaluate(res, cells: list[tuple[str, int, int, int]], sources: np.ndarray, n
                 "thresholds_at_fpr": thr, "achieved_fpr": fpr,
                 "by_rule": {r: int((res.rule[neg] == r).sum()) for r in ("exact", "pearson", "ssim", "embedding",
                                                                          "ratio")}}
+    if neg_from_test is not None:
+        f = res.flags[neg]
+        for tag, m in (("test_split", neg_from_test), ("train_pool", ~neg_from_test)):
+            k, n = int(f[m].sum()), int(m.sum())
+            negative[tag] = {"n": n, "false_flags": k, "rate": k / max(n, 1), "rate_ci": wilson(k, n)}
     return {"cells": rows, "negatives": negative}
 
 
@@ -202,6 +212,7 @@ def main() -> None:
     torch.set_num_threads(1)
     roles = (medmnist_roles(a.dataset, a.part, a.negatives) if a.dataset in FILES
              else phantom_roles(int(a.dataset[7:]), a.part, a.negatives))
+    neg_from_test = roles.pop("neg_from_test", None)
     train, neg = roles["train"], roles["negatives"]
     rng = np.random.default_rng(150 if a.part == "tune" else 151)
     pos, src, cells = [], [], []
@@ -217,7 +228,7 @@ def main() -> None:
     t0, c0 = time.time(), time.process_time()
     res = run_audit(train, roles["holdout"], syn, cfg, cache_dir=a.cache, reference=roles["reference"])
     wall, cpu = time.time() - t0, time.process_time() - c0
-    out = evaluate(res, cells, sources, len(neg))
+    out = evaluate(res, cells, sources, len(neg), neg_from_test)
     out.update(dataset=a.dataset, part=a.part, label=a.label, overrides=list(a.overrides),
                sizes={k: len(v) for k, v in roles.items()}, positives=int(len(sources)),
                audit_wall_s=wall, audit_cpu_s=cpu, timings=res.timings,
@@ -227,8 +238,11 @@ def main() -> None:
           f"{len(neg)}, positives {len(sources)}; audit {wall:.1f} s wall, {cpu:.1f} s CPU "
           f"(encoder {res.timings.get('embedding_train_or_load', 0):.1f} s)")
     print(f"negatives flagged {n['false_flags']}/{n['n']} = {n['rate']:.2%} (CI {n['rate_ci'][0]:.2%}-"
-          f"{n['rate_ci'][1]:.2%}) by rule {n['by_rule']}")
-    print("| family | level | params | recall (audit) | 95% CI | right source | TPR@1%FPR | 95% CI | TPR@0.1%FPR | 95% CI |")
+          f"{n['rate_ci'][1]:.2%}) by rule {n['by_rule']}" + "".join(
+              f"; {t}: {n[t]['false_flags']}/{n[t]['n']} = {n[t]['rate']:.2%}" for t in ("test_split", "train_pool")
+              if t in n))
+    print("| family | level | params | recall (audit) | 95% CI | right source | TPR@1%FPR | 95% CI | TPR@0.1%FPR "
+          "| 95% CI |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in out["cells"]:
         pr = ", ".join(f"{k} {v}" for k, v in r["params"].items()) or "-"
@@ -238,6 +252,13 @@ def main() -> None:
               f"{r['tpr_at_0.001_ci'][0]:.1%}-{r['tpr_at_0.001_ci'][1]:.1%} |")
     if a.out:
         write_json(a.out, out)
+        # per-sample scores for offline analysis of rule variants (benchmarks/copy_variants.py)
+        np.savez_compressed(str(Path(a.out).with_suffix(".npz")), n_neg=len(neg), sources=sources,
+                            cells=np.array([f"{f}:{lv}:{x}:{y}" for f, lv, x, y in cells]),
+                            labels=syn.labels, hold_labels=roles["holdout"].labels, rule=res.rule,
+                            matched=res.matched, flags=res.flags,
+                            **{f"syn_{k}": np.asarray(v) for k, v in res.scores.items() if np.ndim(v) == 1},
+                            **{f"hold_{k}": np.asarray(v) for k, v in res.holdout_scores.items() if np.ndim(v) == 1})
     if a.png:
         plot(out["cells"], a.png, f"{a.dataset} ({a.part}) {a.label}: TPR at 1% FPR vs edit strength")
 

@@ -35,7 +35,8 @@ from synthgen.privacy.plant import memorized_samples, memorizing_generator  # no
 from synthgen.privacy.refine import RefineSettings, refine_pairs  # noqa: E402
 
 
-def exhaustive_best(queries01: np.ndarray, train01: np.ndarray, mats, chunk: int = 400) -> tuple[np.ndarray, np.ndarray]:
+def exhaustive_best(queries01: np.ndarray, train01: np.ndarray, mats,
+                    chunk: int = 400) -> tuple[np.ndarray, np.ndarray]:
     """Best aligned Pearson of each query over *all* training images: grid search against every training image
     (in chunks of ``chunk`` candidates), then continuous refinement of the 3 best; ``(N,)`` score and index."""
     nq, nt = len(queries01), len(train01)

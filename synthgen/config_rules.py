@@ -210,6 +210,8 @@ RULES: dict[str, Rule] = {
     "privacy.embedding.pad_modes": ListOf(Str(choices=("border", "zeros", "reflection")), min_len=1),
     "privacy.embedding.cache_dir": Str(nonempty=True, null="no cache"),
     "privacy.ratio.k": Int(ge=2),
+    "privacy.policy.neighbour_slice": Str(choices=("copy", "allowed")),
+    "privacy.policy.neighbour_quantile": PROB,
     "privacy.calibration.quantile": Num(gt=0, le=1),
     "privacy.calibration.min_class_count": POS,
     "privacy.calibration.floors.pearson": COSINE,

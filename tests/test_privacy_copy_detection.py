@@ -86,3 +86,48 @@ def test_score_settings_read_the_refine_group():
     assert s.candidates == 4 and s.ratio_k == 8 and s.refine.top == 2 and s.refine_quantile == 0.3
     assert s.refine.start_angles == (0.0, 5.0)
     assert score_settings({}).refine.top == 0
+
+
+def _patients(n_pat, slices, seed):
+    """``n_pat`` look-alike patients, ``slices`` neighbouring slices each (sub-pixel drift + 1% noise)."""
+    base = _anatomy(n_pat, seed=seed)
+    rng = np.random.default_rng(seed + 100)
+    out, pid = [], []
+    for p in range(n_pat):
+        d = rng.uniform(-0.4, 0.4, 2)
+        for k in range(slices):
+            a, b = rotscale_map(28, 28, 0.0, 1.0 + 0.01 * k, *(k * d))
+            s = affine(base[p], a, b, "bilinear", "edge") + rng.normal(0, 0.01, (1, 28, 28))
+            out.append(np.clip(np.rint(s * 255) / 255, 0, 1))
+            pid.append(f"p{seed}-{p}")
+    return np.asarray(out, np.float32), np.asarray(pid)
+
+
+def test_neighbour_slice_policy_is_a_setting(tmp_path):
+    """``copy`` flags an unseen neighbouring slice of a training patient, ``allowed`` does not; a near-exact
+    copy of a training slice is flagged under both."""
+    from synthgen.privacy.audit import run_audit
+    from synthgen.privacy.cli import default_privacy_config
+    from synthgen.privacy.inputs import ImageSet
+
+    def iset(x, pid, name):
+        return ImageSet(x, np.zeros(len(x), np.int64), pid, "uint8", name)
+
+    x, pid = _patients(40, 4, 0)
+    last = np.arange(len(x)) % 4 == 3                       # slice 3 of every training patient stays unseen
+    train = iset(x[~last], pid[~last], "train")
+    hx, hp = _patients(40, 3, 1)
+    rx, rp = _patients(20, 3, 2)
+    rng = np.random.default_rng(3)
+    src = rng.choice(len(train), 20, replace=False)
+    near = np.clip(np.rint((train.images[src] + rng.normal(0, 0.005, train.images[src].shape)) * 255) / 255, 0, 1)
+    syn = iset(np.concatenate([x[last][:20], near]).astype(np.float32), np.array([f"s{i}" for i in range(40)]), "s")
+    flags = {}
+    for policy in ("copy", "allowed"):
+        cfg = default_privacy_config(["embedding.steps=30", "embedding.batch_size=64", "pixel.prefilter_quantile=0",
+                                      f"policy.neighbour_slice={policy}"])
+        res = run_audit(train, iset(hx, hp, "h"), syn, cfg, cache_dir=str(tmp_path), reference=iset(rx, rp, "r"))
+        flags[policy] = res.flags
+        assert res.stats["policy"]["neighbour_slice"] == policy
+    assert flags["copy"][:20].mean() >= 0.9 and flags["allowed"][:20].mean() <= 0.3
+    assert flags["copy"][20:].all() and flags["allowed"][20:].mean() >= 0.9

@@ -43,6 +43,7 @@ from .inputs import ImageSet, check_compatible, check_disjoint_patients, check_l
 from .knn import NeighbourCache, cosine_to_distance, knn
 from .membership import ErrorFn, distance_attack, loss_attack
 from .pixel import lowres, warp_grid
+from .policy import apply_policy, neighbour_scores
 from .ratio import merge_identities
 from .scores import ScoreSettings, query_scores, score_settings
 
@@ -218,6 +219,11 @@ def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, reference: Ima
                   for r in ("pearson", "ssim", "embedding")}
     thresholds["ratio"] = calibrate("ratio", hs["ratio"], holdout.labels, keep_cal, q,
                                     cal.get("ratio_ceiling", 1 / 3), mcc, higher_is_copy=False)
+    policy = str(_get(cfg, "policy.neighbour_slice", "copy"))
+    neigh = (neighbour_scores(train.images, identity, cache.vectors("embedding", "train"), mats, settings, seed=seed)
+             if policy == "allowed" else {})
+    thresholds, policy_info = apply_policy(thresholds, neigh, policy,
+                                           float(_get(cfg, "policy.neighbour_quantile", 0.95)))
 
     # 5. flags; reference images scored and flagged the same way: the null of the flagged-share gate
     flags, fired, rule, matched, score = flag_samples(ss, syn_exact, synthetic.labels, thresholds)
@@ -256,6 +262,7 @@ def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, reference: Ima
         "exact_copies_before_drop": int((syn_exact >= 0).sum()),
         "exact_copies_after_drop": int(((syn_exact >= 0) & kept).sum()),
         "holdout_false_flag_rate": float(hold_flags[keep_cal].mean()),
+        "policy": policy_info,
         "refine": {"top": settings.refine.top, "floor": settings.refine_floor,
                    "synthetic_refined_share": float(ss["refined"].mean())},
         "prefilter": None if prefilter is None else {"quantile": pre_q, "lowres_pearson": prefilter[0],

@@ -113,13 +113,16 @@ def copy_augment(x: torch.Tensor, cfg: EmbeddingConfig, g: torch.Generator) -> t
     mats = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
     grid = F.affine_grid(mats, [n, c, h, w], align_corners=False)
     modes = tuple(cfg.pad_modes) or ("border",)
-    pick = torch.randint(len(modes), (n,), generator=g)
-    out = torch.empty_like(x)
-    for i, mode in enumerate(modes):
-        sel = pick == i
-        if bool(sel.any()):
-            out[sel] = F.grid_sample(x[sel], grid[sel], mode="bilinear", padding_mode=mode, align_corners=False)
-    x = out
+    if len(modes) == 1:                       # (one mode draws nothing: the former encoder, bit for bit)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode=modes[0], align_corners=False)
+    else:
+        pick = torch.randint(len(modes), (n,), generator=g)
+        out = torch.empty_like(x)
+        for i, mode in enumerate(modes):
+            sel = pick == i
+            if bool(sel.any()):
+                out[sel] = F.grid_sample(x[sel], grid[sel], mode="bilinear", padding_mode=mode, align_corners=False)
+        x = out
     gamma = torch.exp(u(math.log(cfg.gamma_range[0]), math.log(cfg.gamma_range[1])))
     x = x.clamp(0, 1) ** gamma[:, None, None, None]
     blur_on = torch.rand(n, generator=g) < 0.5
