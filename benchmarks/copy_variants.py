@@ -44,17 +44,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("npz")
     ap.add_argument("--quantiles", default="0.999")
+    ap.add_argument("--origin", default=None, help="DATASET:PART of the run: also split the negatives' false flags "
+                    "by origin (test split = other patients for sure, train pool = maybe not)")
     a = ap.parse_args()
     z = np.load(a.npz)
     n_neg = int(z["n_neg"])
     neg = slice(len(z["sources"]), len(z["sources"]) + n_neg)
+    test = None
+    if a.origin:
+        from benchmarks.copy_detection import medmnist_roles
+
+        test = medmnist_roles(*a.origin.split(":"), n_neg)["neg_from_test"]
     cells = {}
     for c in z["cells"]:
         f, lv, x, y = str(c).split(":")
         cells[f"{f}:{lv}"] = slice(int(x), int(y))
     names = [t for t in TARGETS if t in cells]
-    print("| rules | quantile | " + " | ".join(names) + " | false flags (95% CI) |")
-    print("|---|---|" + "---|" * len(names) + "---|")
+    extra = " | test-split negatives | train-pool negatives" if test is not None else ""
+    print("| rules | quantile | " + " | ".join(names) + " | false flags (95% CI)" + extra + " |")
+    print("|---|---|" + "---|" * len(names) + "---|" + ("---|---|" if test is not None else ""))
     all_rules = ("pearson", "ssim", "embedding", "ratio")
     subsets = [s for k in (4, 3, 2, 1) for s in itertools.combinations(all_rules, k) if "pearson" in s]
     for q in (float(v) for v in a.quantiles.split(",")):
@@ -63,7 +71,11 @@ def main() -> None:
             k = int(f[neg].sum())
             lo, hi = wilson(k, n_neg)
             rec = " | ".join(f"{f[cells[t]].mean():.1%}" for t in names)
-            print(f"| {'+'.join(rules)} | {q:g} | {rec} | {k}/{n_neg} = {k / n_neg:.2%} ({lo:.2%}-{hi:.2%}) |")
+            ext = ""
+            if test is not None:
+                fn = f[neg]
+                ext = "".join(f" | {int(fn[m].sum())}/{int(m.sum())} = {fn[m].mean():.2%}" for m in (test, ~test))
+            print(f"| {'+'.join(rules)} | {q:g} | {rec} | {k}/{n_neg} = {k / n_neg:.2%} ({lo:.2%}-{hi:.2%}){ext} |")
 
 
 if __name__ == "__main__":
