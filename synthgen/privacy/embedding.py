@@ -1,8 +1,9 @@
 """Copy-detection embedding: a small CNN trained in the project to map an image and its edited copies together.
 
 Training (SimCLR-style, NT-Xent loss, Chen et al. 2020): every batch of training images is turned into two
-independently edited views with the edits a copier would use -- shift, small rotation and scale, crop +
-resize, gamma, additive noise, blur, re-quantization -- and the encoder learns to match each view to its
+independently edited views with the edits a copier would use -- shift, small rotation and scale (composed,
+with edge, zero or reflection padding drawn per view: ``pad_modes``), gamma, additive noise, blur,
+re-quantization -- and the encoder learns to match each view to its
 twin against the other ``2B - 2`` images of the batch. Output vectors are L2-normalised; similarity is cosine.
 
 Mirror images and right-angle rotations (decided in issue 13). The data source's ``data.symmetries`` say which
