@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -43,8 +43,9 @@ from .inputs import ImageSet, check_compatible, check_disjoint_patients, check_l
 from .knn import NeighbourCache, cosine_to_distance, knn
 from .membership import ErrorFn, distance_attack, loss_attack
 from .pixel import lowres, warp_grid
+from .policy import apply_policy, neighbour_scores
 from .ratio import merge_identities
-from .scores import ScoreSettings, query_scores
+from .scores import ScoreSettings, query_scores, score_settings
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def _get(cfg: Mapping, path: str, default: Any = None) -> Any:
 def embedding_config(cfg: Mapping) -> EmbeddingConfig:
     e = _get(cfg, "embedding", {}) or {}
     keys = EmbeddingConfig.__dataclass_fields__
-    kw = {k: e[k] for k in e if k in keys}
+    kw = {k: tuple(e[k]) if isinstance(e[k], (list, tuple)) else e[k] for k in e if k in keys}
     return EmbeddingConfig(**kw, seed=int(_get(cfg, "seed", 0))) if "seed" not in kw else EmbeddingConfig(**kw)
 
 
@@ -181,19 +182,17 @@ def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, reference: Ima
     t0 = time.time()
     dev = str(kcfg.get("device", "cpu"))
     factor = int(_get(cfg, "pixel.lowres_factor", 4))
+    margin = int(_get(cfg, "pixel.lowres_margin", 0))
     for name, s in (("train", train), ("holdout", holdout), ("synthetic", synthetic)):
         cache.add("embedding", name, embed(model, s.images, device=dev))
-        cache.add("lowres", name, lowres(s.images, factor))
+        cache.add("lowres", name, lowres(s.images, factor, margin))
     cache.add("embedding", "reference", embed(model, reference.images, device=dev))
     if nonmembers is not None:
         cache.add("embedding", "nonmembers", embed(model, nonmembers.images, device=dev))
     timings["embed"] = time.time() - t0
 
     # 3. scores, holdout first (it also sets the prefilter)
-    settings = ScoreSettings(candidates=int(_get(cfg, "pixel.candidates", 8)),
-                             max_shift=int(_get(cfg, "pixel.max_shift", 2)),
-                             ssim_top=int(_get(cfg, "pixel.ssim_top", 3)), batch=int(_get(cfg, "pixel.batch", 64)),
-                             ratio_k=int(_get(cfg, "ratio.k", 16)), device=dev)
+    settings = score_settings(_get(cfg, "pixel", {}) or {}, int(_get(cfg, "ratio.k", 16)), dev)
     mats = warp_grid(list(_get(cfg, "pixel.rotations", [])), list(_get(cfg, "pixel.scales", [])),
                      bool(_get(cfg, "pixel.half_pixel_scales", True)), tuple(train.images.shape[-2:]))
     t0 = time.time()
@@ -205,6 +204,7 @@ def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, reference: Ima
         es, _ = cache.get("embedding", "holdout", "train", max(settings.candidates, settings.ratio_k))
         prefilter = (float(np.quantile(ls[keep_cal, 0], pre_q)), float(np.quantile(es[keep_cal, 0], pre_q)))
     hs = query_scores("holdout", holdout.images, train.images, cache, identity, mats, settings, prefilter)
+    settings = replace(settings, refine_floor=float(hs["refine_floor"]))       # the same floor for every set
     timings["holdout_scores"] = time.time() - t0
     t0 = time.time()
     ss = query_scores("synthetic", synthetic.images, train.images, cache, identity, mats, settings, prefilter)
@@ -219,13 +219,18 @@ def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, reference: Ima
                   for r in ("pearson", "ssim", "embedding")}
     thresholds["ratio"] = calibrate("ratio", hs["ratio"], holdout.labels, keep_cal, q,
                                     cal.get("ratio_ceiling", 1 / 3), mcc, higher_is_copy=False)
+    policy = str(_get(cfg, "policy.neighbour_slice", "copy"))
+    neigh = (neighbour_scores(train.images, identity, cache.vectors("embedding", "train"), mats, settings, seed=seed)
+             if policy == "allowed" else {})
+    thresholds, policy_info = apply_policy(thresholds, neigh, policy,
+                                           float(_get(cfg, "policy.neighbour_quantile", 0.95)))
 
     # 5. flags; reference images scored and flagged the same way: the null of the flagged-share gate
     flags, fired, rule, matched, score = flag_samples(ss, syn_exact, synthetic.labels, thresholds)
     hold_flags, *_ = flag_samples(hs, np.full(len(holdout), -1), holdout.labels, thresholds)
     t0 = time.time()
     flagged_ref = reference_flags(reference, ref_exact, synthetic.labels, train.images, cache, identity, mats,
-                                  settings, prefilter, thresholds, factor,
+                                  settings, prefilter, thresholds, (factor, margin),
                                   int(_get(cfg, "gates.reference_max_samples", 2000)), seed + 3)
     timings["reference_scores"] = time.time() - t0
 
@@ -257,6 +262,9 @@ def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, reference: Ima
         "exact_copies_before_drop": int((syn_exact >= 0).sum()),
         "exact_copies_after_drop": int(((syn_exact >= 0) & kept).sum()),
         "holdout_false_flag_rate": float(hold_flags[keep_cal].mean()),
+        "policy": policy_info,
+        "refine": {"top": settings.refine.top, "floor": settings.refine_floor,
+                   "synthetic_refined_share": float(ss["refined"].mean())},
         "prefilter": None if prefilter is None else {"quantile": pre_q, "lowres_pearson": prefilter[0],
                                                      "embedding_cosine": prefilter[1],
                                                      "synthetic_searched_share": float(ss["searched"].mean())},
@@ -282,7 +290,7 @@ def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, reference: Ima
 
 def reference_flags(reference: ImageSet, ref_exact: np.ndarray, labels_syn: np.ndarray, train01: np.ndarray,
                     cache: NeighbourCache, identity: np.ndarray, mats, settings: ScoreSettings,
-                    prefilter: tuple[float, float] | None, thresholds: dict[str, Threshold], factor: int,
+                    prefilter: tuple[float, float] | None, thresholds: dict[str, Threshold], factor: tuple[int, int],
                     cap: int, seed: int) -> dict[str, Any]:
     """Flag counts of real unseen reference images under the synthetic cohort's rules and thresholds.
 
@@ -301,7 +309,7 @@ def reference_flags(reference: ImageSet, ref_exact: np.ndarray, labels_syn: np.n
     if not len(rows):
         return {**out, "n_flagged": 0, "share": float("nan"), "by_rule": {}, "per_class": {}}
     cache.add("embedding", "reference_sample", cache.vectors("embedding", "reference")[torch.as_tensor(rows)])
-    cache.add("lowres", "reference_sample", lowres(reference.images[rows], factor))
+    cache.add("lowres", "reference_sample", lowres(reference.images[rows], *factor))
     rs = query_scores("reference_sample", reference.images[rows], train01, cache, identity, mats, settings,
                       prefilter)
     f, fired, *_ = flag_samples(rs, np.full(len(rows), -1), reference.labels[rows], thresholds)

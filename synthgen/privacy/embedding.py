@@ -1,8 +1,9 @@
 """Copy-detection embedding: a small CNN trained in the project to map an image and its edited copies together.
 
 Training (SimCLR-style, NT-Xent loss, Chen et al. 2020): every batch of training images is turned into two
-independently edited views with the edits a copier would use -- shift, small rotation and scale, crop +
-resize, gamma, additive noise, blur, re-quantization -- and the encoder learns to match each view to its
+independently edited views with the edits a copier would use -- shift, small rotation and scale (composed,
+with edge, zero or reflection padding drawn per view: ``pad_modes``), gamma, additive noise, blur,
+re-quantization -- and the encoder learns to match each view to its
 twin against the other ``2B - 2`` images of the batch. Output vectors are L2-normalised; similarity is cosine.
 
 Mirror images and right-angle rotations (decided in issue 13). The data source's ``data.symmetries`` say which
@@ -59,6 +60,9 @@ class EmbeddingConfig:
     gamma_range: tuple[float, float] = (0.8, 1.25)
     max_noise: float = 0.03
     max_blur_sigma: float = 1.0
+    # padding of the geometric edit, drawn per image (issue 15: copies shifted or rotated with zero padding
+    # lost their source from the candidate lists when the encoder had only seen edge padding)
+    pad_modes: tuple[str, ...] = ("border", "zeros", "reflection")
     seed: int = 0
 
 
@@ -109,7 +113,17 @@ def copy_augment(x: torch.Tensor, cfg: EmbeddingConfig, g: torch.Generator) -> t
     cos, sin = torch.cos(ang) / scale, torch.sin(ang) / scale
     mats = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
     grid = F.affine_grid(mats, [n, c, h, w], align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    modes = tuple(cfg.pad_modes) or ("border",)
+    if len(modes) == 1:                       # (one mode draws nothing: the former encoder, bit for bit)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode=modes[0], align_corners=False)
+    else:
+        pick = torch.randint(len(modes), (n,), generator=g)
+        out = torch.empty_like(x)
+        for i, mode in enumerate(modes):
+            sel = pick == i
+            if bool(sel.any()):
+                out[sel] = F.grid_sample(x[sel], grid[sel], mode="bilinear", padding_mode=mode, align_corners=False)
+        x = out
     gamma = torch.exp(u(math.log(cfg.gamma_range[0]), math.log(cfg.gamma_range[1])))
     x = x.clamp(0, 1) ** gamma[:, None, None, None]
     blur_on = torch.rand(n, generator=g) < 0.5

@@ -27,9 +27,15 @@ import torch.nn.functional as F
 from .knn import EPS, normalize_rows
 
 
-def lowres(images01: np.ndarray | torch.Tensor, factor: int) -> torch.Tensor:
-    """``(N, C, H, W)`` -> ``(N, C * H/f * W/f)`` average-pooled, row-centred, unit-norm (Pearson vectors)."""
+def lowres(images01: np.ndarray | torch.Tensor, factor: int, margin: int = 0) -> torch.Tensor:
+    """``(N, C, H, W)`` -> ``(N, C * h/f * w/f)`` average-pooled, row-centred, unit-norm (Pearson vectors).
+
+    ``margin`` pixels are cut from every side first (``h = H - 2 margin``): a copy shifted or rotated with zero
+    padding has black borders that would otherwise pull its source out of the candidate list (issue 15).
+    """
     t = torch.as_tensor(images01, dtype=torch.float32)
+    if margin > 0:
+        t = t[..., margin:t.shape[-2] - margin, margin:t.shape[-1] - margin]
     if factor > 1:
         t = F.avg_pool2d(t, factor, ceil_mode=True)
     return normalize_rows(t, center=True)
@@ -180,14 +186,17 @@ def aligned_scores(queries01: np.ndarray, base01: np.ndarray, candidates: np.nda
     Returns:
         ``pearson`` ``(Nq,)`` max aligned Pearson over candidates (``-1`` without candidates),
         ``pearson_index`` its training index, ``ssim`` ``(Nq,)`` best SSIM among the top ``ssim_top``,
-        ``ssim_index`` that training index.
+        ``ssim_index`` that training index, ``top_index`` ``(Nq, min(ssim_top, k))`` the best-Pearson
+        candidates in decreasing order (``-1`` padded) and ``top_pearson`` their Pearson.
     """
     dev = torch.device(device)
     candidates = np.asarray(candidates, np.int64)
     nq, k = candidates.shape
     mats = mats.to(dev)
     out = {"pearson": np.full(nq, -1.0, np.float32), "pearson_index": np.full(nq, -1, np.int64),
-           "ssim": np.full(nq, -1.0, np.float32), "ssim_index": np.full(nq, -1, np.int64)}
+           "ssim": np.full(nq, -1.0, np.float32), "ssim_index": np.full(nq, -1, np.int64),
+           "top_index": np.full((nq, max(1, min(ssim_top, k))), -1, np.int64),
+           "top_pearson": np.full((nq, max(1, min(ssim_top, k))), -1.0, np.float32)}
     if nq == 0 or k == 0:
         return out
     # valid candidates first (stable: keeps their order), queries ordered by how many they have
@@ -242,4 +251,6 @@ def aligned_scores(queries01: np.ndarray, base01: np.ndarray, candidates: np.nda
         out["pearson_index"][rows] = torch.where(r_top[:, 0] > -1.5, cand[ar, o_top[:, 0]], -1).cpu().numpy()
         out["ssim"][rows] = s_best.cpu().numpy()
         out["ssim_index"][rows] = torch.where(s_best > -1.0, cand[ar, o_top[ar, s_arg]], -1).cpu().numpy()
+        out["top_index"][rows, :top] = torch.where(r_top > -1.5, cand[bt, o_top], -1).cpu().numpy()
+        out["top_pearson"][rows, :top] = r_top.clamp_min(-1.0).cpu().numpy()
     return out

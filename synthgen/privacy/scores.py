@@ -7,13 +7,15 @@ shared :class:`~synthgen.privacy.knn.NeighbourCache` (computed once per represen
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 import numpy as np
 
 from .knn import NeighbourCache
 from .pixel import aligned_scores
 from .ratio import distance_ratio
+from .refine import RefineSettings, refine_pairs
 
 
 @dataclass
@@ -26,6 +28,22 @@ class ScoreSettings:
     batch: int = 64
     ratio_k: int = 16
     device: str = "cpu"
+    refine: RefineSettings = field(default_factory=RefineSettings)
+    # continuous refinement (``refine.top > 0``) only for queries whose grid Pearson reaches ``refine_floor``;
+    # ``None``: the ``refine_quantile`` of this call's grid Pearson values (the audit sets it from the holdout)
+    refine_quantile: float = 0.5
+    refine_floor: float | None = None
+
+
+def score_settings(pixel: Mapping[str, Any], ratio_k: int = 16, device: str = "cpu") -> ScoreSettings:
+    """:class:`ScoreSettings` from the ``privacy.pixel`` config group (``refine`` sub-group optional)."""
+    ref = dict(pixel.get("refine") or {})
+    q = float(ref.pop("quantile", 0.5))
+    if "start_angles" in ref:
+        ref["start_angles"] = tuple(float(a) for a in ref["start_angles"])
+    return ScoreSettings(candidates=int(pixel.get("candidates", 8)), max_shift=int(pixel.get("max_shift", 2)),
+                         ssim_top=int(pixel.get("ssim_top", 3)), batch=int(pixel.get("batch", 64)),
+                         ratio_k=int(ratio_k), device=device, refine=RefineSettings(**ref), refine_quantile=q)
 
 
 def candidate_lists(*idx_lists: np.ndarray) -> np.ndarray:
@@ -52,7 +70,13 @@ def query_scores(name: str, queries01: np.ndarray, train01: np.ndarray, cache: N
 
     Returns (all ``(N,)``): ``pearson``/``pearson_index``, ``ssim``/``ssim_index`` (aligned pixel scores),
     ``embedding``/``embedding_index`` (max cosine), ``ratio``/``ratio_index`` (NN distance ratio),
-    ``lowres`` (max low-res Pearson), ``searched`` (bool, aligned search ran).
+    ``lowres`` (max low-res Pearson), ``searched`` (bool, aligned search ran), ``grid_pearson`` (the grid
+    search's Pearson before refinement), ``refined`` (bool, continuous refinement ran); and ``refine_floor``
+    (a scalar array: the grid Pearson from which queries are refined).
+
+    With ``settings.refine.top > 0`` the ``refine.top`` best grid-Pearson candidates of every searched query
+    whose grid Pearson reaches the floor are aligned continuously (:func:`~synthgen.privacy.refine.refine_pairs`)
+    and ``pearson`` becomes the larger of the grid and the refined value.
     """
     k = settings.candidates
     es, ei = cache.get("embedding", name, "train", max(k, settings.ratio_k))
@@ -74,4 +98,22 @@ def query_scores(name: str, queries01: np.ndarray, train01: np.ndarray, cache: N
         idx[rows] = al[f"{key}_index"]
         out[key], out[f"{key}_index"] = full, idx
     out["searched"] = searched
+    out["grid_pearson"] = out["pearson"].copy()
+    out["refined"] = np.zeros(len(queries01), dtype=bool)
+    floor = settings.refine_floor
+    if floor is None:
+        vals = al["pearson"][al["pearson"] > -1]
+        floor = float(np.quantile(vals, settings.refine_quantile)) if len(vals) else 1.0
+    out["refine_floor"] = np.asarray(floor, np.float64)
+    if settings.refine.top > 0 and len(rows):
+        go = np.flatnonzero(al["pearson"] >= floor)
+        pairs = al["top_index"][go, :settings.refine.top]
+        r = refine_pairs(queries01[rows[go]], train01, pairs, settings.refine)
+        best = r.argmax(1)
+        rb = r[np.arange(len(go)), best]
+        better = rb > out["pearson"][rows[go]]
+        upd = rows[go][better]
+        out["pearson"][upd] = rb[better]
+        out["pearson_index"][upd] = pairs[np.arange(len(go)), best][better]
+        out["refined"][rows[go]] = True
     return out
