@@ -65,3 +65,15 @@ def test_card_reads_a_plain_list_of_plan_lines(tmp_path):
                           "shipped"])
     text = (export(export_cfg(tmp_path)) / "README.md").read_text()
     assert "## Rare-class boost plan" in text and "- rare.case: boost plan off" in text
+
+
+def test_card_curation_section_counts_and_names_a_class_that_ships_nothing():
+    from synthgen.export.card import curation_section
+
+    meta = {"curation": {"thresholds": {"min_confidence": 0.05}, "per_class": {
+        "a": {"in": 100, "kept": 90, "shipped": 90, "dropped": {"confidence": 8, "realism": 2}},
+        "b": {"in": 100, "kept": 0, "shipped": 0, "dropped": {"confidence": 95, "realism": 5}}}}}
+    text = "\n".join(curation_section(meta))
+    assert "## Curation" in text and "| a | 100 | 90 | 90 | 8 | 2 |" in text and "| b | 100 | 0 | 0 | 95 | 5 |" in text
+    assert "**No synthetic images of b**" in text and "No synthetic images of a" not in text
+    assert curation_section({}) == [] and curation_section({"curation": {"per_class": {}}}) == []

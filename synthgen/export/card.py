@@ -3,7 +3,7 @@
 YAML front matter (license, task_categories, tags, size_categories, ``configs``/``data_files`` pointing at
 the shards) followed by: contents and per-class counts, a 5-line plain-``webdataset`` reading snippet,
 provenance (source cohort summary, its splits and near-duplicates across them, model, training budget,
-full config), evaluation metrics, the rare-class boost plan (when the curate stage ran one), the privacy
+full config), evaluation metrics, curation per class and the rare-class boost plan (when the curate stage ran them), the privacy
 report, and intended use and limitations.
 
 No PHI: from the source cohort only aggregate, allow-listed fields of ``data/prepared/meta.json`` are shown
@@ -156,6 +156,32 @@ def splits_section(prepared_meta: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def curation_section(cohort_meta: Mapping[str, Any]) -> list[str]:
+    """The "Curation" section: per class how many samples were generated, kept by the curate stage's filter and
+    shipped, and why the others were dropped (``curation`` in ``cohort.json``); a class that ships nothing is
+    named in a warning line. Empty when the cohort did not pass the curate stage."""
+    cur = (cohort_meta or {}).get("curation") or {}
+    per_class = cur.get("per_class")
+    if not isinstance(per_class, Mapping) or not per_class:
+        return []
+    th = cur.get("thresholds") or {}
+    out = ["## Curation\n",
+           "The curate stage scored every generated sample with a classifier trained on the real training split "
+           "only and dropped those unlikely to be of their class (`confidence`), outside the real class's "
+           "feature-space neighbourhood (`realism`) or near-duplicates of another kept sample (`near_duplicate`)"
+           + (f"; thresholds: {', '.join(f'{k} {_fmt(v)}' for k, v in th.items())}" if th else "") + ".\n"]
+    reasons = sorted({r for v in per_class.values() for r in (v.get("dropped") or {})})
+    rows = [(c, v.get("in", 0), v.get("kept", 0), v.get("shipped", 0),
+             *[(v.get("dropped") or {}).get(r, 0) for r in reasons]) for c, v in per_class.items()]
+    out.append(_table(("class", "generated", "kept", "shipped", *[f"dropped: {r}" for r in reasons]), rows) + "\n")
+    none = [c for c, v in per_class.items() if v.get("in") and not v.get("shipped")]
+    if none:
+        out.append(f"**No synthetic images of {', '.join(none)}**: the generator's samples of "
+                   f"{'this class' if len(none) == 1 else 'these classes'} did not pass the filter (the model did not "
+                   "learn them well enough: train longer, e.g. `budget=standard`, and look at `reports/samples.png`).\n")
+    return out
+
+
 def boost_section(cohort_meta: Mapping[str, Any]) -> list[str]:
     """The "Rare-class boost plan" section: one statement per boosted class, from the plan summary the curate
     stage records in ``cohort.json`` (``curation.plan``: :meth:`synthgen.curation.plan.BoostPlan.summary`, or
@@ -283,6 +309,7 @@ def render_card(cohort: AuditedCohort, index: Mapping[str, Any], export_cfg: Map
     out.append((_table(("metric", "value"), list(ev.items())) if ev else
                 "No evaluation metrics (`metrics/evaluate.json`) were available.") + "\n")
 
+    out.extend(curation_section(cohort.meta))
     out.extend(boost_section(cohort.meta))
 
     out.append("## Privacy report\n")
