@@ -42,6 +42,7 @@ from ..reports.grid import sample_grid
 from ..sampling.plan import Plan, build_plan
 from ..models.base import GeneratorModule
 from ..models.checkpoints import load_generator
+from ..models.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -150,9 +151,10 @@ def _predict_trainer(gen_cfg: Mapping[str, Any], parts_dir: Path) -> L.Trainer:
     accelerator = str(gen_cfg.get("accelerator") or "cpu")
     multi = devices == -1 or (isinstance(devices, int) and devices > 1) or isinstance(devices, (list, tuple))
     strategy = "ddp" if multi else "auto"
+    bar, show_bar = progress_bar(True)  # a rich bar on a terminal; none in logs (CI, nohup, dvc repro > file)
     return L.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, logger=False,
-                     enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=True,
-                     callbacks=[_PartWriter(parts_dir)], default_root_dir=str(parts_dir))
+                     enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=show_bar,
+                     callbacks=[_PartWriter(parts_dir), *bar], default_root_dir=str(parts_dir))
 
 
 def _assemble(parts_dir: Path, n: int) -> dict[str, np.ndarray]:
