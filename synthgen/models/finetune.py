@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..errors import ConfigError
 from ..io import dumps_json
 from .checkpoints import ResumeCheckpoint, move_aside, resume_state
+from .fitting import build_trainer, train_loader
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,6 @@ def run_finetune(cfg: DictConfig, model: L.LightningModule, images: np.ndarray, 
                  steps_per_batch: int) -> dict[str, Any]:
     """Fine-tune ``model`` on the images ``(N, C, H, W)`` of ``settings["labels"]`` (module docstring); returns
     the ``finetune`` block of ``metrics/train.json``."""
-    from .training import build_trainer, train_loader
 
     models_dir = Path(cfg.paths.models)
     mask = np.isin(labels, np.asarray(settings["labels"], dtype=labels.dtype))

@@ -34,7 +34,7 @@ import lightning as L
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from ..data.prepared import load_meta, load_split
 from ..data.resumable import ResumableLoader, class_mixture
@@ -44,8 +44,9 @@ from ..io import dumps_json, sha256_file, write_json
 from ..models.base import GeneratorModule
 from ..models.checkpoints import ResumeCheckpoint, class_path, move_aside, resume_state, save_generator
 from ..models.curves import LossCurve
-from ..models.progress import live_logger, live_plots_dir, progress_bar
 from ..models.finetune import finetune_settings, run_finetune
+from ..models.fitting import build_trainer, tensor_dataset, train_loader
+from ..models.progress import live_logger, live_plots_dir
 
 log = logging.getLogger(__name__)
 
@@ -84,21 +85,6 @@ def resume_key(cfg: DictConfig, train_file: Path) -> str:
     return hashlib.sha256(dumps_json(ident).encode()).hexdigest()[:16]
 
 
-def _dataset(images: np.ndarray, labels: np.ndarray) -> TensorDataset:
-    return TensorDataset(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels))
-
-
-def train_loader(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int,
-                 num_workers: int = 0, class_balance: float = 0.0) -> ResumableLoader:
-    """Shuffled training batches (last partial batch dropped): epoch ``e`` visits a permutation seeded by
-    ``(seed, e)`` (``class_balance`` > 0: tempered class-balanced draws seeded the same way,
-    :class:`~synthgen.data.resumable.ClassBalancedSampler`), and the position within the epoch is checkpointed
-    (:class:`ResumableLoader`)."""
-    ds = _dataset(images, labels)
-    return ResumableLoader(ds, batch_size=min(batch_size, len(ds)), seed=seed, shuffle=True, drop_last=True,
-                           num_workers=num_workers, labels=labels, class_balance=class_balance)
-
-
 def mixture_report(loader: ResumableLoader, labels: np.ndarray, class_names: list[str], batches: int,
                    class_balance: float) -> dict[str, Any]:
     """``metrics/train.json``'s ``class_mixture``: the class balance, each class's share of the training
@@ -118,22 +104,6 @@ def mixture_report(loader: ResumableLoader, labels: np.ndarray, class_names: lis
             "target": {c: round(float(v), 5) for c, v in zip(class_names, target)},
             "drawn": {c: round(float(v), 5) for c, v in zip(class_names, shares)},
             "images_drawn": int(drawn.sum())}
-
-
-def build_trainer(trainer_cfg: DictConfig, callbacks: list[L.Callback], root: Path, logger: Any = False
-                  ) -> L.Trainer:
-    """``lightning.Trainer`` from the ``trainer`` group plus the stage's callbacks and ``logger`` (dvclive's,
-    :mod:`synthgen.models.progress`); a rich progress bar only on a terminal; no default ModelCheckpoint:
-    :class:`ResumeCheckpoint` replaces it; no DistributedSampler: the training loader's sampler splits epochs
-    over DDP ranks itself, resumably."""
-    from hydra.utils import instantiate
-
-    kwargs = OmegaConf.to_container(trainer_cfg, resolve=True)
-    kwargs.setdefault("_target_", "lightning.pytorch.Trainer")
-    kwargs["use_distributed_sampler"] = False
-    bar, kwargs["enable_progress_bar"] = progress_bar(bool(kwargs.get("enable_progress_bar", True)))
-    return instantiate(kwargs, callbacks=[*callbacks, *bar], logger=logger, enable_checkpointing=False,
-                       default_root_dir=str(root), _convert_="all")
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -184,7 +154,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     workers = int(cfg.train.get("num_workers") or 0)
     balance = float(cfg.train.get("class_balance") or 0.0)
     train_dl = train_loader(train_set.images, train_set.labels, batch_size, int(cfg.seed), workers, balance)
-    val_dl = DataLoader(_dataset(val_set.images, val_set.labels), batch_size=min(batch_size, len(val_set)),
+    val_dl = DataLoader(tensor_dataset(val_set.images, val_set.labels), batch_size=min(batch_size, len(val_set)),
                         shuffle=False, num_workers=workers) if len(val_set) else None
     t_fit = time.perf_counter()
     trainer.fit(model, train_dataloaders=train_dl, val_dataloaders=val_dl,
