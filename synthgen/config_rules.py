@@ -244,6 +244,8 @@ RULES: dict[str, Rule] = {
     "privacy.policy.neighbour_quantile": PROB,
     "privacy.calibration.quantile": Num(gt=0, le=1),
     "privacy.calibration.min_class_count": POS,
+    "privacy.calibration.tail": Str(choices=("empirical", "exponential")),
+    "privacy.calibration.tail_fraction": Num(gt=0, le=0.5),
     "privacy.calibration.floors.pearson": COSINE,
     "privacy.calibration.floors.ssim": COSINE,
     "privacy.calibration.floors.embedding": COSINE,

@@ -45,10 +45,16 @@ def small_holdout(shifted):
     return s, shifted[1]
 
 
-def _audit(shifted, syn, reference="given"):
+def _audit(shifted, syn, reference="given", overrides=()):
     s, cache = shifted
     ref = s["reference"] if reference == "given" else None
-    return run_audit(s["train"], s["holdout"], syn, default_privacy_config(FAST), cache_dir=cache, reference=ref)
+    return run_audit(s["train"], s["holdout"], syn, default_privacy_config(FAST + list(overrides)), cache_dir=cache,
+                     reference=ref)
+
+
+# the empirical 99.9th percentile (the holdout's maximum): thresholds that under-estimate the tail, the case
+# the reference's flag rate exists for (the exponential tail fit of the default flags ~1.4% here, not ~3%)
+WEAK_CALIBRATION = ("calibration.tail=empirical", "calibration.quantile=0.999")
 
 
 def _failed(res):
@@ -67,9 +73,9 @@ def test_clean_cohort_passes_where_the_constant_null_failed(shifted):
     # in-distribution non-members: membership AUC at chance, and the real-data control agrees
     assert abs(res.stats["mia"]["auc"] - 0.5) < 0.06 and abs(res.stats["mia_control"]["auc"] - 0.5) < 0.06
     assert res.stats["mia"]["n_members"] == res.stats["mia"]["n_nonmembers"] >= 400
-    # (issue 15's refined pixel score: 1.6% of these real images flagged against the gamma-shifted holdout's
-    # thresholds, 0.8% before; the gate, compared with the reference's rate, passes)
-    assert res.stats["reference"]["origin"] == "given" and res.stats["flagged_share"] < 0.02
+    # (issue 15's refined pixel score flagged 1.6% of these real images against the gamma-shifted holdout's
+    # empirical 99.9th percentiles, 0.8% before it; the exponential-tail calibration brings it back down)
+    assert res.stats["reference"]["origin"] == "given" and res.stats["flagged_share"] < 0.015
     assert res.stats["mia_control"]["null_met"]
 
 
@@ -88,16 +94,16 @@ def test_planted_copies_fail(shifted):
     assert not res.passed and "flagged_share" in _failed(res)
     assert res.flags[len(s["clean"]):].sum() >= 24 and res.stats["flagged_share"] > 0.04
     g = res.gates["flagged_share"]
-    # (the continuously aligned pixel score of issue 15 flags ~1.3% of these real unseen images against
-    # thresholds from the shifted holdout: 0.4% before)
+    # (the continuously aligned pixel score of issue 15 flags ~1.3-1.7% of these real unseen images, class-matched,
+    # against the shifted holdout's thresholds: 0.4% before it; the tail calibration did not bring it back)
     assert g["p_value"] < 0.01 and g["share_ref_matched"] < 0.02 and g["n_ref"] == 500
 
 
 def test_clean_cohort_passes_where_real_data_is_flagged_above_the_constant(small_holdout):
     s = small_holdout[0]
-    res = _audit(small_holdout, s["clean"])
+    res = _audit(small_holdout, s["clean"], overrides=WEAK_CALIBRATION)
     g, ref = res.gates["flagged_share"], res.stats["flagged_ref"]
-    # thresholds from 100 shifted holdout images flag real unseen images at > 2%: the clean cohort and the
+    # empirical thresholds from 100 shifted holdout images flag real unseen images at > 2%: the clean cohort and the
     # reference alike; the former rule (fail if more than 2% flagged) fails the clean cohort
     assert res.stats["flagged_share"] > 0.025 and not g["constant_rule_passed"]
     assert ref["n"] == 500 and ref["share"] > 0.02 and g["share_ref_matched"] > 0.02
@@ -108,7 +114,7 @@ def test_clean_cohort_passes_where_real_data_is_flagged_above_the_constant(small
 
 def test_planted_copies_fail_where_real_data_is_flagged_above_the_constant(small_holdout):
     s = small_holdout[0]
-    res = _audit(small_holdout, planted_cohort(s["train"], s["clean"], n=26))
+    res = _audit(small_holdout, planted_cohort(s["train"], s["clean"], n=26), overrides=WEAK_CALIBRATION)
     g = res.gates["flagged_share"]
     assert not res.passed and "flagged_share" in _failed(res) and g["limit_from"] == "reference"
     assert res.flags[len(s["clean"]):].sum() >= 24 and g["value"] > g["limit"] + 0.02 and g["p_value"] < 0.05
@@ -123,7 +129,7 @@ def test_overtrained_generator_fails_on_dcr(shifted, small_holdout, one_thread):
     assert mse < 0.01 and not res.passed and "dcr" in _failed(res), _failed(res)
     assert d["difference"] > 0.1 and d["p_value"] < 0.02 and res.stats["flagged_share"] < 0.5
     # on thresholds from the small holdout its samples are flagged far above the reference's rate too
-    res = _audit(small_holdout, syn)
+    res = _audit(small_holdout, syn, overrides=WEAK_CALIBRATION)
     assert "flagged_share" in _failed(res) and res.gates["flagged_share"]["p_value"] < 1e-3
 
 

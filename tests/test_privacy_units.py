@@ -1,10 +1,12 @@
 """Unit tests of the privacy gate's building blocks (synthetic arrays; fast)."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
-from synthgen.privacy.calibrate import calibrate
+from synthgen.privacy.calibrate import calibrate, tail_quantile
 from synthgen.privacy.dcr import (class_matched_pairs, dcr_difference_test, dcr_share, equal_size_subset,
                                   equal_size_subsets)
 from synthgen.privacy.exact import duplicate_groups, duplicate_pairs, image_hashes, match_exact, quantize01
@@ -136,6 +138,28 @@ def test_calibration_excludes_native_duplicates_and_applies_floor_and_classes():
                   higher_is_copy=False)
     assert r.overall <= 1 / 3 and not r.fires(np.array([0.5]), np.array([0]))[0]
     assert calibrate("x", s, y, keep, 0.999, None, 600).per_class == {}   # small classes use overall
+
+
+def test_exponential_tail_brings_false_flags_to_the_stated_quantile_on_small_holdouts():
+    # holdout Pearson with a Gaussian Fisher-z (mean 1.5, sd 0.3): the empirical 99.9th percentile of 262 images
+    # is ~their maximum, so ~1/(n+1) of new images exceed it; the peaks-over-threshold fit extrapolates
+    rng = np.random.default_rng(0)
+    exceed = {"empirical": [], "exponential": []}
+    for _ in range(100):
+        s = np.tanh(rng.normal(1.5, 0.3, 262))
+        for tail, out in exceed.items():
+            t = tail_quantile(s, 0.999, True, tail, 0.1)
+            if tail == "exponential":
+                assert t >= tail_quantile(s, 0.999, True)          # never looser than the empirical quantile
+            out.append(0.5 * math.erfc((math.atanh(t) - 1.5) / 0.3 / math.sqrt(2)))
+    assert np.mean(exceed["empirical"]) > 0.003
+    assert np.mean(exceed["exponential"]) < 0.0015
+    r = np.exp(-np.abs(rng.normal(0, 1, 262)))                    # ratios: the lower tail, mirrored
+    assert tail_quantile(r, 0.999, False, "exponential") < tail_quantile(r, 0.999, False) < 0.1
+    t = calibrate("pearson", s, np.zeros(262, int), np.ones(262, bool), 0.999, None, 50, tail="exponential")
+    assert t.overall == t.per_class[0] and "exponential tail" in t.describe()["method"]
+    with pytest.raises(ValueError):
+        tail_quantile(s, 0.999, True, "gumbel")
 
 
 def test_flags_record_first_rule_and_matched_index():

@@ -215,10 +215,11 @@ def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, reference: Ima
     q = float(cal.get("quantile", 0.999))
     mcc = int(cal.get("min_class_count", 50))
     floors = cal.get("floors", {}) or {}
-    thresholds = {r: calibrate(r, hs[r], holdout.labels, keep_cal, q, floors.get(r), mcc)
+    tail = {"tail": str(cal.get("tail", "empirical")), "tail_fraction": float(cal.get("tail_fraction", 0.1))}
+    thresholds = {r: calibrate(r, hs[r], holdout.labels, keep_cal, q, floors.get(r), mcc, **tail)
                   for r in ("pearson", "ssim", "embedding")}
     thresholds["ratio"] = calibrate("ratio", hs["ratio"], holdout.labels, keep_cal, q,
-                                    cal.get("ratio_ceiling", 1 / 3), mcc, higher_is_copy=False)
+                                    cal.get("ratio_ceiling", 1 / 3), mcc, higher_is_copy=False, **tail)
     policy = str(_get(cfg, "policy.neighbour_slice", "copy"))
     neigh = (neighbour_scores(train.images, identity, cache.vectors("embedding", "train"), mats, settings, seed=seed)
              if policy == "allowed" else {})

@@ -14,6 +14,15 @@ test images), while a class whose unseen images are naturally more alike gets a 
 distance ratio (lower = more copy-like) everything mirrors: ``t = min(ceiling, quantile_{1-q})`` with the
 literature ceiling 1/3, and ``t_c = min(t, class quantile)``.
 
+The empirical 99.9th percentile of a few hundred holdout images is their maximum, which sits below the true
+quantile: the expected share of new images above the maximum of ``n`` is ``1 / (n + 1)`` (0.4% at n = 262, not
+0.1%). With ``tail="exponential"`` the quantile is extrapolated instead from the holdout's own hardest
+negatives (their best matches in train after the same aligned search and refinement as any sample): a
+peaks-over-threshold fit -- the top ``tail_fraction`` of the scores on a stretched scale (Fisher
+``atanh`` for similarities in [-1, 1], ``-log`` for ratios) above their lower edge ``u``, excesses exponential
+with the mean excess as scale -- gives ``t = u + scale * ln(k / (n (1 - q)))`` (k exceedances of n); the
+threshold is the larger (ratios: smaller) of that and the empirical quantile, so it never loosens the check.
+
 Holdout images that are exact copies of training images (MedMNIST ships some) are *not* new patients'
 images: they are excluded before the quantile (and listed in the report), otherwise one native duplicate
 would push the 99.9th percentile to 1.0 and switch the check off.
@@ -50,6 +59,7 @@ class Threshold:
     n: int = 0
     n_per_class: dict[int, int] = field(default_factory=dict)
     calibrated: dict[str, float] = field(default_factory=dict)
+    tail: str = "empirical"
 
     def for_labels(self, labels: np.ndarray) -> np.ndarray:
         """``(N,)`` float64 threshold for each sample's class."""
@@ -74,7 +84,8 @@ class Threshold:
             "flag_if": f"{self.rule} {'>=' if self.higher_is_copy else '<'} threshold",
             "overall": float(self.overall),
             "per_class": {name(c): float(v) for c, v in sorted(self.per_class.items())},
-            "method": (f"{op}({self.bound}, {side}-tail quantile {q:g} of holdout->train {self.rule}); "
+            "method": (f"{op}({self.bound}, {side}-tail quantile {q:g} of holdout->train {self.rule}, "
+                       f"{self.tail} tail); "
                        f"per class: {op}(overall, class quantile) for classes with enough holdout images; "
                        "holdout images that are exact copies of training images excluded"),
             "quantile": float(q),
@@ -85,8 +96,42 @@ class Threshold:
         }
 
 
+TAILS = ("empirical", "exponential")
+
+
+def tail_quantile(s: np.ndarray, q: float, higher_is_copy: bool, tail: str = "empirical",
+                  tail_fraction: float = 0.1) -> float:
+    """Upper-tail (``higher_is_copy``) or lower-tail quantile ``q`` of ``s`` (module doc).
+
+    Args:
+        s: ``(N,)`` holdout scores: similarities in ``[-1, 1]`` or positive ratios (``higher_is_copy`` False).
+        q: e.g. 0.999.
+        tail: ``empirical`` (``np.quantile``) or ``exponential`` (peaks over threshold, never looser).
+        tail_fraction: share of the scores in the fitted tail (at least 5 of them).
+    """
+    s = np.asarray(s, np.float64)
+    emp = float(np.quantile(s, q if higher_is_copy else 1.0 - q))
+    if tail == "empirical" or len(s) < 20:
+        return emp
+    if tail not in TAILS:
+        raise ValueError(f"unknown tail {tail!r}; one of {TAILS}")
+    z = np.arctanh(np.clip(s, -1 + 1e-6, 1 - 1e-6)) if higher_is_copy else -np.log(np.maximum(s, 1e-12))
+    z = np.sort(z)[::-1]
+    n = len(z)
+    k = min(n - 1, max(5, int(np.ceil(tail_fraction * n))))
+    u = z[k]
+    grow = np.log(k / (n * (1.0 - q)))
+    if grow <= 0:                                       # the quantile lies inside the sample's body
+        return emp
+    t = u + float(np.mean(z[:k] - u)) * grow
+    if higher_is_copy:
+        return max(emp, float(np.tanh(t)))
+    return min(emp, float(np.exp(-t)))
+
+
 def calibrate(rule: str, scores: np.ndarray, labels: np.ndarray, keep: np.ndarray, quantile: float,
-              bound: float | None, min_class_count: int, higher_is_copy: bool = True) -> Threshold:
+              bound: float | None, min_class_count: int, higher_is_copy: bool = True,
+              tail: str = "empirical", tail_fraction: float = 0.1) -> Threshold:
     """Calibrate one rule on holdout scores.
 
     Args:
@@ -96,26 +141,26 @@ def calibrate(rule: str, scores: np.ndarray, labels: np.ndarray, keep: np.ndarra
         quantile: e.g. 0.999: the share of unseen images allowed below (above, for ratios) the threshold.
         bound: literature floor (``higher_is_copy``) or ceiling; None for none.
         min_class_count: classes with fewer kept holdout images use the overall threshold.
+        tail, tail_fraction: how the quantile is estimated (:func:`tail_quantile`), overall and per class.
     """
     s = np.asarray(scores, np.float64)[keep]
     y = np.asarray(labels)[keep]
     if not len(s):
         raise ValueError(f"no holdout images left to calibrate {rule}")
-    q = quantile if higher_is_copy else 1.0 - quantile
 
     def clamp(v: float) -> float:
         if bound is None:
             return float(v)
         return float(max(bound, v) if higher_is_copy else min(bound, v))
 
-    raw = float(np.quantile(s, q))
+    raw = tail_quantile(s, quantile, higher_is_copy, tail, tail_fraction)
     th = Threshold(rule, higher_is_copy, clamp(raw), quantile=quantile, bound=bound, n=int(len(s)),
-                   calibrated={"overall": raw})
+                   calibrated={"overall": raw}, tail=tail)
     for c in np.unique(y):
         sc = s[y == c]
         th.n_per_class[int(c)] = int(len(sc))
         if len(sc) >= min_class_count:
-            rc = float(np.quantile(sc, q))
+            rc = tail_quantile(sc, quantile, higher_is_copy, tail, tail_fraction)
             th.calibrated[f"class_{int(c)}"] = rc
             th.per_class[int(c)] = max(th.overall, rc) if higher_is_copy else min(th.overall, rc)
     return th
