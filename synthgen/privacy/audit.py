@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..threads import torch_threads
 from .calibrate import Threshold, calibrate
 from .dcr import class_matched_pairs, dcr_difference_test, dcr_share, equal_size_subsets
 from .embedding import EmbeddingConfig, embed, load_or_train
@@ -138,15 +139,9 @@ def run_audit(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, cfg: Mapp
         check_compatible([train, nonmembers])
         check_labels(nonmembers, train, "non-member")
         check_disjoint_patients(nonmembers, train, "training set")
-    threads = _get(cfg, "threads")
-    old = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
-    try:
+    with torch_threads(_get(cfg, "threads")):
         return _run(train, holdout, synthetic, reference, ref_origin, cfg, error_fn, cache_dir, loss_info,
                     nonmembers)
-    finally:
-        torch.set_num_threads(old)
 
 
 def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, reference: ImageSet, ref_origin: str,

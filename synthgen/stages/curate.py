@@ -35,6 +35,7 @@ from ..curation.scores import classifier_scores
 from ..data.prepared import load_meta, load_split
 from ..data.symmetries import parse_symmetries
 from ..errors import ConfigError, InputError, StageFailed
+from ..threads import torch_threads
 from ..io import atomic_path, save_npz, write_json
 from ..metrics.classifier import Recipe
 from ..metrics.features import load_or_train
@@ -92,13 +93,8 @@ def _labeled(images: np.ndarray, labels: np.ndarray) -> LabeledImages:
 
 def curate(cfg: DictConfig) -> dict[str, Any]:
     """Run the stage for a composed config; returns the ``curation`` summary."""
-    threads = torch.get_num_threads()
-    if cfg.curate.get("threads"):
-        torch.set_num_threads(int(cfg.curate.threads))
-    try:
+    with torch_threads(cfg.curate.get("threads")):
         return _curate(cfg)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _curate(cfg: DictConfig) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from ..data.prepared import load_meta, load_split
 from ..data.symmetries import parse_symmetries
 from ..errors import ConfigError
+from ..threads import torch_threads
 from ..io import write_json
 from ..metrics.classifier import Recipe
 from ..metrics.diversity import intra_class_ms_ssim
@@ -79,13 +80,8 @@ def _rare_classes(cfg: DictConfig, names: list[str]) -> list[str]:
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Compute every metric for the configured cohort; writes the PNGs, returns the metrics dict."""
-    threads = torch.get_num_threads()
-    if cfg.evaluate.get("threads"):
-        torch.set_num_threads(int(cfg.evaluate.threads))
-    try:
+    with torch_threads(cfg.evaluate.get("threads")):
         return _evaluate(cfg)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _evaluate(cfg: DictConfig) -> dict[str, Any]:
