@@ -76,6 +76,11 @@ RULES: dict[str, Rule] = {
     "data.images_per_patient": POS,
     "data.source_size": Int(ge=8, note=" (pixels)"),
     "data.seed": SEED,
+    "data.dims": Int(choices=(2, 3), note=" (2 = images, 3 = volumes)"),
+    "data.volume.shape": ListOf(Int(ge=2), length=3, null="image_size on every axis"),
+    "data.volume.spacing": ListOf(Num(gt=0), length=3, null="resize the field of view to shape"),
+    "data.source_shape": ListOf(Int(ge=8), length=3),
+    "data.source_spacing": ListOf(Num(gt=0), length=3),
     # --------------------------------------------------------------------------------------- model
     "model._target_": TARGET,
     "model.name": Str(nonempty=True),

@@ -22,7 +22,8 @@ from synthgen.stages.prepare import _STAGE_KEYS as DATA_STAGE_KEYS
 from synthgen.stages.train import MODEL_STAGE_KEYS, build_model, model_kwargs
 
 #: what the stage itself passes to the constructor (not from the YAML).
-STAGE_ARGS = {"model": {"class_names", "image_shape"}, "data": set()}
+#: (``data.volume`` goes to the volume readers of ``data.dims=3``: synthgen.stages.prepare.build_reader.)
+STAGE_ARGS = {"model": {"class_names", "image_shape"}, "data": {"volume"}}
 #: the stage's own keys of each group (stripped before the constructor is called).
 STAGE_KEYS = {"model": set(MODEL_STAGE_KEYS), "data": set(DATA_STAGE_KEYS)}
 #: values for the keys a group leaves to the user (``???``), so the group composes.

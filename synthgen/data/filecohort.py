@@ -70,6 +70,17 @@ class FileCohortReader:
         knows its sources had only 8."""
         return "uint16"
 
+    def source_exists(self, path: Path) -> bool:
+        """Whether a row's source exists (a file here; a folder for DICOM series)."""
+        return path.is_file()
+
+    def resize(self, image: np.ndarray) -> np.ndarray:
+        """A decoded ``(C, H, W)`` image -> ``(C, image_size, image_size)`` (unchanged without image_size);
+        ValueError for another shape."""
+        if image.ndim != 3:
+            raise ValueError(f"decoded image has shape {image.shape}, expected (C, H, W)")
+        return image if self.image_size is None else resize_square(image, self.image_size)
+
     def extra(self) -> dict:
         return {"root": str(self.root), "labels": str(self.labels)}
 
@@ -78,7 +89,7 @@ class FileCohortReader:
         table = read_labels_csv(self.labels, self.classes, with_slice=self.with_slice)
         for r in table.rows:
             f = table.file(self.root, r)
-            if not f.is_file():
+            if not self.source_exists(f):
                 raise InputError(table.csv_path, f"row {r.row}: file {f} not found")
         if self.workers > 1 and len(table.rows) > 1:
             with ThreadPoolExecutor(self.workers) as pool:
@@ -114,10 +125,10 @@ class FileCohortReader:
         for src, img in decoded:
             if not np.isfinite(img).all():
                 raise InputError(f, f"pixels contain NaN or Inf ({src})")
-            if img.ndim != 3:
-                raise InputError(f, f"decoded image has shape {img.shape}, expected (C, H, W)")
-            if self.image_size is not None:
-                img = resize_square(img, self.image_size)
+            try:
+                img = self.resize(img)
+            except ValueError as e:
+                raise InputError(f, str(e)) from None
             out.append((src, np.asarray(img, dtype=np.float32)))
         return out
 

@@ -24,7 +24,34 @@ log = logging.getLogger(__name__)
 
 # Keys of the ``data`` config group that belong to the prepare stage (or, ``symmetries``, to the stages that
 # augment), not to the reader.
-_STAGE_KEYS = ("name", "split", "rare", "symmetries")
+_STAGE_KEYS = ("name", "split", "rare", "symmetries", "dims", "volume")
+# Keys of the 2D readers that their volume twins (data.dims=3) do not take.
+_2D_ONLY_KEYS = ("slice_axis", "multiframe")
+# Readers that read volumes only (their YAML sets dims: 3).
+_3D_ONLY_TARGETS = ("synthgen.data.phantom3d.Phantom3DReader",)
+
+
+def _dims(data_cfg: DictConfig) -> int:
+    dims = data_cfg.get("dims", 2)
+    if dims not in (2, 3):
+        raise ConfigError("data.dims", f"expected 2 (images) or 3 (volumes), got {dims!r}")
+    return int(dims)
+
+
+def _volume_reader(reader_cfg: dict, data_cfg: DictConfig) -> dict:
+    """``data.dims=3``: the reader config of the volume twin of the configured reader (see
+    :data:`synthgen.data.volumes.VOLUME_READERS`), with ``volume`` (``data.volume``) added."""
+    from ..data.volumes import VOLUME_READERS
+
+    target = reader_cfg["_target_"]
+    if target not in _3D_ONLY_TARGETS:
+        if target not in VOLUME_READERS:
+            raise ConfigError("data.dims", f"data={data_cfg.get('name', '?')} reads 2D images only; volumes "
+                                           "(dims=3) come from data=nifti, data=dicom or data=demo3d")
+        reader_cfg = {k: v for k, v in reader_cfg.items() if k not in _2D_ONLY_KEYS}
+        reader_cfg["_target_"] = VOLUME_READERS[target]
+    reader_cfg["volume"] = OmegaConf.to_container(data_cfg.volume, resolve=True)
+    return reader_cfg
 
 
 def build_reader(data_cfg: DictConfig) -> Any:
@@ -39,6 +66,10 @@ def build_reader(data_cfg: DictConfig) -> Any:
                   if k not in _STAGE_KEYS}
     if "_target_" not in reader_cfg:
         raise ConfigError("data._target_", "no reader class configured")
+    if _dims(data_cfg) == 3:
+        reader_cfg = _volume_reader(reader_cfg, data_cfg)
+    elif reader_cfg["_target_"] in _3D_ONLY_TARGETS:
+        raise ConfigError("data.dims", f"data={data_cfg.get('name', '?')} is a volume cohort: set data.dims=3")
     try:
         return instantiate(reader_cfg, _convert_="all")
     except Exception as e:  # Hydra wraps constructor errors; surface ours unchanged
@@ -131,7 +162,7 @@ def prepare(cfg: DictConfig, out_dir: str | Path | None = None) -> Path:
         rare_info["train_before_cut"] = {n: int((uncut.labels == i).sum()) for n, i in zip(rare_names, idx)}
 
     dups = near_duplicates(parts, threshold)
-    c, h, w = cohort.images.shape[1:]
+    c, h, w = cohort.images.shape[1], cohort.images.shape[-2], cohort.images.shape[-1]
     meta = {
         "class_names": cohort.class_names,
         "counts": {s: class_counts(p.labels, cohort.class_names) for s, p in parts.items()},
@@ -149,6 +180,10 @@ def prepare(cfg: DictConfig, out_dir: str | Path | None = None) -> Path:
         "rare": rare_info,
         "split": OmegaConf.to_container(split_cfg, resolve=True),
     }
+    if cohort.images.ndim == 5:  # volumes: the shared 3D contract (absent dims = 2, so 2D meta is unchanged)
+        meta.update(dims=3, volume_shape=[int(n) for n in cohort.images.shape[2:]],
+                    spacing=[float(s) for s in cohort.extra["spacing"]],
+                    spacing_spread=cohort.extra.get("spacing_spread"))
     with atomic_path(out_dir) as tmp:
         files = dict(parts)
         if uncut is not None:
