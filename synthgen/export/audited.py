@@ -29,7 +29,8 @@ class AuditedCohort:
     """The audited cohort in memory.
 
     Attributes:
-        images: ``(N, C, H, W)`` uint8 or uint16, the stored intensities (exported unchanged).
+        images: ``(N, C, H, W)`` (volumes: ``(N, C, D, H, W)``) uint8 or uint16, the stored intensities
+            (exported unchanged).
         labels: ``(N,)`` int64 in ``[0, len(class_names))``.
         seeds: ``(N,)`` int64, the generator seed of each sample.
         index: ``(N,)`` int64, unique row of each sample in the generated cohort.
@@ -129,8 +130,9 @@ def load_audited(audited_dir: str | os.PathLike, require_pass: bool = True) -> A
         curation = {k[len(CURATE_PREFIX):]: z[k].astype(np.float32) for k in sorted(z.files)
                     if k.startswith(CURATE_PREFIX)}
     n = len(images)
-    if images.ndim != 4 or images.dtype not in (np.uint8, np.uint16):
-        raise InputError(npz_p, f"images must be (N, C, H, W) uint8|uint16, got {images.shape} {images.dtype}")
+    if images.ndim not in (4, 5) or images.dtype not in (np.uint8, np.uint16):
+        raise InputError(npz_p, f"images must be (N, C, H, W) (or volumes (N, C, D, H, W)) uint8|uint16, got "
+                                f"{images.shape} {images.dtype}")
     if n == 0:
         raise InputError(npz_p, "the audited cohort is empty: nothing to export")
     scores = [(PRIVACY_PREFIX + s, v) for s, v in privacy.items()]

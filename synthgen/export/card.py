@@ -204,6 +204,18 @@ def boost_section(cohort_meta: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def volume_section(sample: Mapping[str, Any]) -> str:
+    """What a consumer of a 3D export must know: dims, shape, spacing and the axis/affine convention."""
+    c, d, h, w = sample["shape"]
+    sz, sy, sx = sample["spacing"]
+    return (f"Volumes: dims 3, each sample `(C, D, H, W)` = `({c}, {d}, {h}, {w})` voxels, spacing "
+            f"`[sz, sy, sx]` = `[{sz:g}, {sy:g}, {sx:g}]` mm. Axes: D runs inferior -> superior (axial slice "
+            "index), H posterior -> anterior, W the patient's left -> right (canonical RAS, transposed). In "
+            "`<key>.nii.gz` the voxel array is `(W, H, D)` with affine `diag(sx, sy, sz)` (volume centered at "
+            "the origin), so `np.asarray(nib.load(f).dataobj).transpose(2, 1, 0)` is the `(D, H, W)` volume and "
+            "viewers show it in the right orientation.\n")
+
+
 def render_card(cohort: AuditedCohort, index: Mapping[str, Any], export_cfg: Mapping[str, Any],
                 prepared_meta: Mapping[str, Any] | None = None, evaluate: Mapping[str, Any] | None = None,
                 privacy: Mapping[str, Any] | None = None, train: Mapping[str, Any] | None = None) -> str:
@@ -227,13 +239,21 @@ def render_card(cohort: AuditedCohort, index: Mapping[str, Any], export_cfg: Map
                f"`{shard_brace_pattern(name, n_shards)}` ({totals['bytes']} bytes in all). `index.json` lists "
                "every shard's sha256, size, sample count and per-class counts; `synthgen verify <this folder>` "
                "checks them.\n")
-    out.append(_table(("member", "content"), [
-        ("`<key>.npy`", f"intensities `(C, H, W)` `{dtype}`, exactly as generated (float = value / dtype max)"),
-        ("`<key>.png`", "8-bit preview (uint16 scaled linearly, no windowing)"),
+    volume = index["sample"].get("dims") == 3
+    axes = "(C, D, H, W)" if volume else "(C, H, W)"
+    members = [
+        ("`<key>.npy`", f"intensities `{axes}` `{dtype}`, exactly as generated (float = value / dtype max)"),
+        ("`<key>.png`", "8-bit preview (uint16 scaled linearly, no windowing)" + (
+            "; the central axial, coronal and sagittal slices side by side, radiological display" if volume else "")),
         ("`<key>.cls`", "integer label (index into the class list below)"),
         ("`<key>.json`", "class name, `synthetic: true`, generator, synthgen version, checkpoint sha256, "
                          "config hash, seed, privacy scores"),
-    ]) + "\n")
+    ]
+    if volume:
+        members.insert(1, ("`<key>.nii.gz`", "the same voxels as NIfTI-1 with spacing and RAS affine"))
+    out.append(_table(("member", "content"), members) + "\n")
+    if volume:
+        out.append(volume_section(index["sample"]))
     out.append("Keys are `<name>-<class>-<row:07d>` (no dots).\n")
     out.append("### Per-class counts\n")
     out.append(_table(("label", "class", "samples"),
@@ -243,7 +263,9 @@ def render_card(cohort: AuditedCohort, index: Mapping[str, Any], export_cfg: Map
         out.append("DICOM copies: `dicom/<key>.dcm`, Secondary Capture, Synthetic Data (0008,001C) = YES, Image "
                    "Type DERIVED\\SECONDARY, generator recorded in Contributing Equipment Sequence "
                    "(109100, DCM, \"Synthesizing Equipment\"); no attribute comes from a source header.\n")
-    if "nifti" in formats:
+    if "nifti" in formats and volume:
+        out.append("NIfTI copies: `nifti/<key>.nii.gz`, the same bytes as each sample's `nii.gz` member.\n")
+    elif "nifti" in formats:
         out.append("NIfTI copies: `nifti/<key>.nii.gz`, voxel array `(W, H, 1)` (or `(W, H, 1, 1, C)` vector "
                    "intent for C > 1), identity affine; `np.asarray(nib.load(f).dataobj)[:, :, 0].T` is the "
                    "`(H, W)` image.\n")
@@ -260,7 +282,8 @@ def render_card(cohort: AuditedCohort, index: Mapping[str, Any], export_cfg: Map
     out.append("### Source cohort (aggregate only, no PHI)\n")
     if prepared_meta:
         facts = [(f"source {k}", source[k]) for k in _SOURCE_KEYS if source.get(k) not in (None, "")]
-        facts += [(k.replace("_", " "), prepared_meta[k]) for k in ("image_size", "channels", "dtype")
+        facts += [(k.replace("_", " "), prepared_meta[k]) for k in ("image_size", "channels", "dtype", "dims",
+                                                                  "volume_shape", "spacing")
                   if k in prepared_meta]
         if prepared_meta.get("normalization"):
             facts.append(("normalization", prepared_meta["normalization"]))

@@ -30,6 +30,13 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 #: the members of every sample, sorted
 EXTENSIONS = ("cls", "json", "npy", "png")
+#: the members of every sample of a 3D export (``(C, D, H, W)`` samples add their NIfTI volume)
+EXTENSIONS_3D = ("cls", "json", "nii.gz", "npy", "png")
+
+
+def extensions(sample_ndim: int) -> tuple[str, ...]:
+    """The member extensions of a ``(C, H, W)`` (ndim 3) or ``(C, D, H, W)`` (ndim 4) sample."""
+    return EXTENSIONS_3D if sample_ndim == 4 else EXTENSIONS
 
 
 def slug(text: str) -> str:

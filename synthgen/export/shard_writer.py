@@ -1,10 +1,13 @@
 """Write the audited cohort as WebDataset shards ``<name>-%06d.tar`` plus their ``index.json`` entries.
 
-Every sample carries the same four members (WebDataset key = everything before the first dot, so keys are
-dot-free):
+Every sample carries the same four members (five for volumes; WebDataset key = everything before the first
+dot, so keys are dot-free):
 
 - ``<key>.npy``  the stored intensities ``(C, H, W)`` uint8|uint16, exactly as audited (``np.load``-able)
-- ``<key>.png``  an 8-bit preview (see :func:`synthgen.export.encode.preview_8bit`)
+- ``<key>.png``  an 8-bit preview (see :func:`synthgen.export.encode.preview_8bit`; volumes: the central
+  axial/coronal/sagittal slices, :func:`synthgen.export.volume.volume_preview`)
+- ``<key>.nii.gz`` volumes only: the ``(C, D, H, W)`` sample as NIfTI with its spacing and RAS affine
+  (:mod:`synthgen.export.volume`)
 - ``<key>.cls``  the integer label as ASCII
 - ``<key>.json`` class name, ``synthetic: true``, generator, synthgen version, checkpoint sha256, config hash,
   seed, row index in the generated cohort, this sample's privacy scores and (after the curate stage) its
@@ -22,13 +25,14 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from .audited import AuditedCohort
 from .tarwriter import ShardTarWriter
 from .encode import KEY_PATTERN, NpyEncoder, SampleJson, encode_png, preview_8bit, provenance, sample_key
+from .volume import volume_nifti_bytes, volume_preview
 
 SHARD_PATTERN = "{name}-%06d.tar"
 
@@ -63,7 +67,7 @@ def sample_order(cohort: AuditedCohort, shuffle: bool, seed: int) -> np.ndarray:
 
 def write_shards(cohort: AuditedCohort, out_dir: str | os.PathLike, name: str, max_samples: int,
                  max_bytes: float | None, shuffle: bool = True, seed: int = 0,
-                 png_level: int = 1) -> list[dict[str, Any]]:
+                 png_level: int = 1, spacing: Sequence[float] | None = None) -> list[dict[str, Any]]:
     """Write ``out_dir/<name>-%06d.tar`` and return one index entry per shard.
 
     Args:
@@ -74,6 +78,8 @@ def write_shards(cohort: AuditedCohort, out_dir: str | os.PathLike, name: str, m
         max_bytes: a shard is closed once its payload reaches this many bytes (``maxsize``; None = no limit).
         shuffle, seed: see :func:`sample_order`.
         png_level: deflate level of the previews (ISA-L 0-3, see encode_png).
+        spacing: ``[sz, sy, sx]`` mm of volumes (needed for ``(N, C, D, H, W)`` cohorts: each sample then
+            also carries ``nii.gz`` and its preview is the three-plane grid of :mod:`synthgen.export.volume`).
 
     Returns:
         ``[{"path", "sha256", "bytes", "samples", "classes": {class_name: count}}]`` in shard order; ``path``
@@ -82,6 +88,9 @@ def write_shards(cohort: AuditedCohort, out_dir: str | os.PathLike, name: str, m
     if not KEY_PATTERN.match(name):
         raise ValueError(f"export name {name!r} must match [A-Za-z0-9_-]+ (no dots)")
     out_dir = Path(out_dir)
+    volumes = cohort.images.ndim == 5
+    if volumes and spacing is None:
+        raise ValueError("a volume cohort needs its spacing [sz, sy, sx] (prepared meta.json) to be exported")
     names = cohort.class_names
     npy = NpyEncoder(cohort.images.shape[1:], cohort.images.dtype)
     score_names = sorted(cohort.privacy)
@@ -117,8 +126,10 @@ def write_shards(cohort: AuditedCohort, out_dir: str | os.PathLike, name: str, m
                 "cls": str(label).encode("ascii"),
                 "json": meta_json(label, int(cohort.seeds[i]), idx, row, () if curation is None else curation[i]),
                 "npy": npy(image),
-                "png": encode_png(preview_8bit(image), png_level),
+                "png": encode_png(volume_preview(image) if volumes else preview_8bit(image), png_level),
             }
+            if volumes:
+                sample["nii.gz"] = volume_nifti_bytes(image, spacing)
             # A shard is closed before the sample that would exceed its limits: note the file the sample
             # lands in only after the write.
             writer.write(sample)

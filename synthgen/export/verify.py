@@ -3,7 +3,8 @@
 Checks: every listed shard exists with the listed byte size and sha256; no unlisted ``.tar`` (or unlisted
 DICOM/NIfTI file) lies in the folder; every sample has exactly the listed extensions, a unique dot-free
 key, a loadable ``npy`` of the listed shape and dtype, a ``cls`` in range that matches its ``json``
-(``synthetic: true``), and (with ``decode``) a PNG preview of the right size; per-shard sample and class
+(``synthetic: true``), and (with ``decode``) a PNG preview of the right size; a volume's ``nii.gz`` holds
+exactly its ``npy`` voxels with the listed spacing in a RAS affine; per-shard sample and class
 counts and the totals match the index; the dataset card ``README.md`` exists.
 """
 
@@ -78,10 +79,33 @@ def _check_sample(key: str, s: dict[str, bytes], idx: dict[str, Any], decode: bo
 
             with Image.open(io.BytesIO(s["png"])) as im:
                 im.load()
-                if im.size[1] != x.shape[-2]:
+                if x.ndim == 4:
+                    from .volume import preview_side
+
+                    if im.size[::-1] != preview_side(x.shape):
+                        problems.append(f"sample {key!r} png is {im.size}, expected the 3-plane preview of {x.shape}")
+                elif im.size[1] != x.shape[-2]:
                     problems.append(f"sample {key!r} png is {im.size}, npy {x.shape}")
+        if "nii.gz" in s:
+            problems += _check_volume(key, s["nii.gz"], x, spec)
     except Exception as e:  # any decoding failure is a finding, not a crash
         problems.append(f"sample {key!r} unreadable: {type(e).__name__}: {e}")
+    return problems
+
+
+def _check_volume(key: str, data: bytes, x: np.ndarray, spec: dict[str, Any]) -> list[str]:
+    """The ``nii.gz`` member holds the ``npy`` voxels exactly, with the index's spacing in a RAS affine."""
+    from .volume import read_volume
+
+    vol, affine = read_volume(data)
+    problems = []
+    if vol.shape != x.shape or vol.dtype != x.dtype or not np.array_equal(vol, x):
+        problems.append(f"sample {key!r} nii.gz voxels ({vol.shape} {vol.dtype}) differ from its npy")
+    spacing = spec.get("spacing")
+    if spacing is None or not np.allclose(np.diag(affine)[:3], list(spacing)[::-1], rtol=1e-5) \
+            or not np.allclose(affine[:3, :3], np.diag(np.diag(affine)[:3]), atol=1e-6):
+        problems.append(f"sample {key!r} nii.gz affine {np.round(affine, 4).tolist()} is not the RAS diagonal of "
+                        f"spacing {spacing}")
     return problems
 
 

@@ -6,7 +6,8 @@ Folder layout (always; ``shared/tools/check_contracts.py export DIR`` checks it)
     index.json              shard sha256/bytes/samples/classes, totals (see synthgen.export.index)
     README.md               dataset card (see synthgen.export.card)
     dicom/<key>.dcm         only with export.format=dicom (see synthgen.data.dicom_writer)
-    nifti/<key>.nii.gz      only with export.format=nifti (see synthgen.export.nifti)
+    nifti/<key>.nii.gz      only with export.format=nifti (see synthgen.export.nifti; volumes:
+                            synthgen.export.volume, the same bytes as the shards' nii.gz member)
 
 The shards are written in every format, so consumers and checks see one layout; DICOM/NIfTI are extra
 copies of the same samples for imaging tools. The whole folder is built in a temp sibling and renamed into
@@ -23,13 +24,14 @@ from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from ..io import atomic_path, dumps_json, sha256_file
 from ..export.audited import AuditedCohort, load_audited
 from ..export.card import load_optional_json, render_card
 from ..export.encode import KEY_PATTERN, sample_key
 from ..export.index import INDEX_NAME, build_index
 from ..export.shard_writer import sample_order, write_shards
+from ..export.volume import volume_nifti_bytes
 
 log = logging.getLogger(__name__)
 FORMATS = ("webdataset", "dicom", "nifti")
@@ -75,9 +77,21 @@ def clean_stale(out: Path) -> None:
                 p.unlink(missing_ok=True)
 
 
+def volume_spacing(cohort: AuditedCohort, prepared_meta: dict[str, Any] | None, prepared: Path) -> list[float] | None:
+    """``[sz, sy, sx]`` mm of a volume cohort (the cohort's own ``spacing``, else ``meta.json``'s); None for 2D."""
+    if cohort.images.ndim != 5:
+        return None
+    spacing = cohort.meta.get("spacing") or (prepared_meta or {}).get("spacing")
+    if not (isinstance(spacing, list) and len(spacing) == 3 and all(float(s) > 0 for s in spacing)):
+        raise InputError(prepared / "meta.json", "a volume cohort needs spacing [sz, sy, sx] mm (written by "
+                                                 "the prepare stage with data.dims=3) to export NIfTI")
+    return [float(s) for s in spacing]
+
+
 def write_medical(cohort: AuditedCohort, out_dir: Path, name: str, formats: Sequence[str],
-                  order) -> list[dict[str, Any]]:
-    """DICOM and/or NIfTI copy of every sample, in export order; returns index ``files`` entries."""
+                  order, spacing: Sequence[float] | None = None) -> list[dict[str, Any]]:
+    """DICOM and/or NIfTI copy of every sample, in export order; returns index ``files`` entries
+    (``spacing``: volumes, see :mod:`synthgen.export.volume`)."""
     files: list[dict[str, Any]] = []
     names = cohort.class_names
     for fmt in formats:
@@ -95,6 +109,10 @@ def write_medical(cohort: AuditedCohort, out_dir: Path, name: str, formats: Sequ
                 save(out_dir / rel, sample_dataset(
                     cohort.images[i], key, names[label], pos + 1, name=name, config_hash=cohort.config_hash,
                     generator=cohort.generator, version=cohort.synthgen_version))
+            elif spacing is not None:
+                rel = f"nifti/{key}.nii.gz"
+                (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+                (out_dir / rel).write_bytes(volume_nifti_bytes(cohort.images[i], spacing))
             else:
                 rel = f"nifti/{key}.nii.gz"
                 write_nifti(out_dir / rel, cohort.images[i])
@@ -114,6 +132,11 @@ def export(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> Path:
         raise ConfigError("export.shard_size.samples", f"{max_samples} must be >= 1")
     max_bytes = ecfg.shard_size.get("bytes")
     cohort = load_audited(cfg.paths.audited, require_pass=bool(ecfg.get("require_privacy_pass", True)))
+    prepared_meta = load_optional_json(Path(cfg.paths.prepared) / "meta.json")
+    spacing = volume_spacing(cohort, prepared_meta, Path(cfg.paths.prepared))
+    if spacing is not None and "dicom" in formats:
+        raise ConfigError("export.format", "DICOM export is 2D only: volumes are exported as NIfTI (in every "
+                                           "shard, and as nifti/ copies with export.format=nifti)")
     shuffle, seed = bool(ecfg.shuffle), int(ecfg.seed)
     out = Path(out_dir) if out_dir is not None else Path(cfg.paths.export) / name
     metrics = Path(cfg.paths.metrics)
@@ -121,12 +144,12 @@ def export(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> Path:
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
         shards = write_shards(cohort, tmp, name, max_samples, None if max_bytes is None else float(max_bytes),
-                              shuffle=shuffle, seed=seed, png_level=int(ecfg.get("png_level", 1)))
-        files = write_medical(cohort, tmp, name, formats, sample_order(cohort, shuffle, seed))
-        index = build_index(cohort, name, formats, shards, files)
+                              shuffle=shuffle, seed=seed, png_level=int(ecfg.get("png_level", 1)), spacing=spacing)
+        files = write_medical(cohort, tmp, name, formats, sample_order(cohort, shuffle, seed), spacing)
+        index = build_index(cohort, name, formats, shards, files, spacing)
         (tmp / INDEX_NAME).write_text(dumps_json(index), encoding="utf-8")
         card = render_card(cohort, index, OmegaConf.to_container(ecfg, resolve=True),
-                           prepared_meta=load_optional_json(Path(cfg.paths.prepared) / "meta.json"),
+                           prepared_meta=prepared_meta,
                            evaluate=load_optional_json(metrics / "evaluate.json"),
                            privacy=load_optional_json(metrics / "privacy.json"),
                            train=load_optional_json(metrics / "train.json"))
