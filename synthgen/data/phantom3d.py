@@ -5,7 +5,8 @@ CSV under ``data.root`` (``data/demo3d/``), then read through
 TorchIO-style: every random quantity of a patient is first sampled into a recorded :class:`Chest`
 (from an explicit ``numpy.random.Generator``), then :func:`render` turns it into Hounsfield units
 deterministically. World coordinates are RAS+ mm (x to the patient's right, y anterior, z superior), origin
-at the volume's center.
+at the volume's center; each patient lies shifted (up to 12/8/20 mm in x/y/z) and turned (up to 6 degrees
+about the scanner axis) on the table.
 
 Anatomy (supine chest CT): an elliptic body cylinder (soft tissue 40 HU) with a fat rim (-100 HU) in air
 (-1000 HU); two lung ellipsoids (-850 HU with smoothed vessel-like texture), the left one smaller; the heart
@@ -50,6 +51,8 @@ class Chest:
     """One patient's recorded parameters (mm, HU; see the module docstring for the coordinates)."""
 
     kind: str
+    shift: tuple[float, float, float]  # patient position on the table: (x, y, z) offset of the anatomy
+    yaw: float           # rotation about the scanner (z) axis, degrees
     body_a: float        # body half-width (x)
     body_b: float        # body half-depth (y)
     body_y: float
@@ -79,8 +82,10 @@ def sample_chest(kind: str, rng: np.random.Generator) -> Chest:
     if kind not in FINDINGS_3D:
         raise ConfigError("data.prevalence", f"unknown class {kind!r}; the 3D phantom knows {list(FINDINGS_3D)}")
     u = rng.uniform(-0.45, 0.45, size=3)
+    shift = rng.uniform([-12.0, -8.0, -20.0], [12.0, 8.0, 20.0])
     return Chest(
-        kind=kind, body_a=float(rng.uniform(140, 165)), body_b=float(rng.uniform(95, 115)),
+        kind=kind, shift=(float(shift[0]), float(shift[1]), float(shift[2])), yaw=float(rng.uniform(-6, 6)),
+        body_a=float(rng.uniform(140, 165)), body_b=float(rng.uniform(95, 115)),
         body_y=float(rng.uniform(-8, 8)), lung_x=float(rng.uniform(62, 75)), lung_y=float(rng.uniform(-15, 0)),
         lung_z=float(rng.uniform(5, 30)), lung_a=float(rng.uniform(45, 55)), lung_b=float(rng.uniform(62, 75)),
         lung_c=float(rng.uniform(95, 120)), left_scale=float(rng.uniform(0.8, 0.9)),
@@ -100,6 +105,9 @@ def _grid(shape: Sequence[int], spacing: Sequence[float]) -> tuple[np.ndarray, n
 def render(chest: Chest, shape: Sequence[int], spacing: Sequence[float]) -> np.ndarray:
     """``chest`` -> ``(D, H, W)`` float32 HU on the canonical grid (D superior, H anterior, W to the right)."""
     z, y, x = _grid(shape, spacing)
+    t = np.deg2rad(chest.yaw)  # world -> patient coordinates: undo the table offset and the yaw
+    x, y = x - chest.shift[0], y - chest.shift[1]
+    x, y, z = np.cos(t) * x + np.sin(t) * y, -np.sin(t) * x + np.cos(t) * y, z - chest.shift[2]
     hu = np.full(z.shape, -1000.0, dtype=np.float32)
     body = (x / chest.body_a) ** 2 + ((y - chest.body_y) / chest.body_b) ** 2
     hu[body <= 1.0] = -100.0
