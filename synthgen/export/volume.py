@@ -8,7 +8,7 @@ center at world (0, 0, 0) (:func:`synthgen.data.resample.ras_affine`). So
 ``np.asarray(nib.load(f).dataobj).transpose(2, 1, 0)`` gives back ``(D, H, W)`` exactly, and a viewer shows
 the patient's left on the patient's left. The stored dtype is kept, ``scl_slope``/``scl_inter`` unset (exact
 intensities), sform/qform code "aligned"; header text fields hold only fixed synthgen text; gzip without
-timestamp or file name (``mtime=0``), so the bytes are deterministic.
+timestamp or file name (``mtime=0``), so the bytes are deterministic (for one isal version).
 
 Preview: the central axial, coronal and sagittal slices side by side, each shown radiologically (axial:
 anterior up, the patient's right on the image left; coronal: superior up, right on the left; sagittal:
@@ -51,11 +51,18 @@ def volume_image(volume: np.ndarray, spacing: Sequence[float]):
 
 
 def volume_nifti_bytes(volume: np.ndarray, spacing: Sequence[float]) -> bytes:
-    """Deterministic ``.nii.gz`` bytes of one sample."""
-    buf = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=6) as gz:
-        gz.write(volume_image(volume, spacing).to_bytes())
-    return buf.getvalue()
+    """Deterministic ``.nii.gz`` bytes of one sample: ISA-L's gzip at level 1 (``mtime=0``, no file name),
+    13x faster than zlib level 6 and no larger on 64^3 phantom volumes (4.4 vs 60 ms per volume, measured
+    here); plain gzip level 6 when isal is missing. Any gzip reader (nibabel, ITK) reads either."""
+    raw = volume_image(volume, spacing).to_bytes()
+    try:
+        from isal import igzip
+    except ImportError:  # pragma: no cover - isal is a dependency
+        buf = io.BytesIO()
+        with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=6) as gz:
+            gz.write(raw)
+        return buf.getvalue()
+    return igzip.compress(raw, compresslevel=1, mtime=0)
 
 
 def read_volume(data: bytes) -> tuple[np.ndarray, np.ndarray]:
