@@ -10,13 +10,14 @@ OWN = ["data=medmnist", "data.path=/cohort.npz"]
 
 def test_demo_budget_on_own_data_warns():
     b = budget_check(compose(OWN))
-    assert b["name"] == "demo" and b["sized_for"] == ["demo"]
+    assert b["name"] == "demo" and b["sized_for"] == ["demo", "demo3d"]
     assert "budget=demo" in b["warning"] and "medmnist" in b["warning"] and "budget=standard" in b["warning"]
     assert "max_steps=200" in b["warning"]
 
 
 def test_fitting_budgets_do_not_warn():
     assert budget_check(compose(()))["warning"] is None  # the demo cohort under the demo budget
+    assert budget_check(compose(["data=demo3d"]))["warning"] is None  # and the 3D demo cohort
     standard = budget_check(compose(OWN + ["budget=standard"]))
     assert standard == {"name": "standard", "sized_for": None, "warning": None}
     assert budget_check({"data": {"name": "dicom"}})["warning"] is None  # a budget file without a budget: block
