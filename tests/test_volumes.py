@@ -103,6 +103,8 @@ def test_dicom_series_sorted_along_the_normal_with_left_right_kept(tmp_path):
     a, b = cohort.images[:, 0]
     np.testing.assert_allclose(a, b, atol=1e-6)  # file / InstanceNumber order does not matter
     d, h, w = np.argwhere(a > 0.9).mean(axis=0)  # the marker (window 0/2000: 1500 HU -> 1.0)
+    # modality LUT then the file's window 0/2000: soft tissue 40 HU -> 0.52 (raw stored 1064 would saturate)
+    assert np.median(a[(a > 0.3) & (a < 0.9)]) == pytest.approx((40 + 0.5) / 1999 + 0.5, abs=0.02)
     assert w < 6, "the marker sits in the patient's left, which is the low W half"
     assert h > 9, "anterior is the high H half"
     assert d > 9, "superior is the high D half (slices stacked along the normal, not by InstanceNumber)"
