@@ -77,6 +77,8 @@ def test_volume_export_index_card_and_copies(exported):
     assert idx["sample"] == {"shape": list(SHAPE), "dtype": "uint16", "dims": 3, "spacing": SPACING}
     card = (exported / "README.md").read_text()
     assert "dims 3" in card and "`[4, 2.5, 2]` mm" in card and "(1, 6, 8, 10)" in card
+    snippet = card.split("```python\n")[1].split("```")[0]
+    assert "(C, D, H, W)" in snippet and 's["nii.gz"]' in snippet
     assert len(list((exported / "nifti").glob("*.nii.gz"))) == idx["totals"]["samples"]
     problems, stats = verify_export(exported)
     assert problems == [] and stats["samples"] == idx["totals"]["samples"]

@@ -112,15 +112,21 @@ def shard_brace_pattern(name: str, n_shards: int) -> str:
     return f"{name}-000000.tar" if n_shards == 1 else f"{name}-{{000000..{n_shards - 1:06d}}}.tar"
 
 
-def reading_snippet(name: str, n_shards: int) -> str:
-    """Five lines that read the shards with plain ``webdataset`` + numpy (no synthgen), run from the folder."""
-    return "\n".join([
+def reading_snippet(name: str, n_shards: int, volume: bool = False) -> str:
+    """Five lines that read the shards with plain ``webdataset`` + numpy (no synthgen), run from the folder
+    (``volume``: seven, with the NIfTI member read by nibabel)."""
+    lines = [
         "import io, json, numpy as np, webdataset as wds",
         f'ds = wds.WebDataset("{shard_brace_pattern(name, n_shards)}", shardshuffle=False)',
         "for s in ds:",
         '    x = np.load(io.BytesIO(s["npy"]))  # (C, H, W) uint8|uint16, exact intensities',
         '    y, meta = int(s["cls"]), json.loads(s["json"])  # label, provenance + privacy scores',
-    ])
+    ]
+    if volume:
+        lines[0] = "import gzip, io, json, nibabel as nib, numpy as np, webdataset as wds"
+        lines[3] = '    x = np.load(io.BytesIO(s["npy"]))  # (C, D, H, W) uint8|uint16, exact intensities'
+        lines.append('    img = nib.Nifti1Image.from_bytes(gzip.decompress(s["nii.gz"]))  # same voxels, RAS affine')
+    return "\n".join(lines)
 
 
 def front_matter(name: str, index: Mapping[str, Any], license: str, pretty_name: str) -> str:
@@ -272,7 +278,7 @@ def render_card(cohort: AuditedCohort, index: Mapping[str, Any], export_cfg: Map
 
     out.append("## Reading the shards\n")
     out.append("With plain `webdataset` (no synthgen needed), from this folder:\n")
-    out.append("```python\n" + reading_snippet(name, n_shards) + "\n```\n")
+    out.append("```python\n" + reading_snippet(name, n_shards, volume) + "\n```\n")
     out.append("For training, `synthgen.shards.synthetic_pipeline(urls, batch_size=..., real_urls=..., "
                "real_fraction=...)` decodes to float tensors in [0, 1], shuffles, splits shards over DDP "
                "ranks and workers, and can mix in real data. URLs may be local paths, brace patterns, "
