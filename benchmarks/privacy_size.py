@@ -1,0 +1,155 @@
+"""Cost of the privacy audit at image size: wall time per image pair and peak RSS at 28 / 64 / 128 / 256 px.
+
+    OMP_NUM_THREADS=1 nice -n 5 python benchmarks/privacy_size.py --sizes 28,64,128 --n 1000 \
+        [--encoder-steps 300] [--out /tmp/audit/privacy_size.json] [privacy overrides key=value ...]
+
+For every (size, n) a fresh subprocess builds the cohorts and runs :func:`synthgen.privacy.audit.run_audit` (the
+code path of the ``privacy`` stage) with the shipped ``conf/privacy/default.yaml`` plus the overrides, one torch
+thread. Cohorts are the demo's chest phantoms (:mod:`synthgen.data.phantom`) rendered natively at ``size`` px:
+``n`` training images (one patient each), ``n`` synthetic images (fresh patients, 2% of them edited copies of
+training images: composed rotation/scale, ``synthgen.privacy.edits`` family ``rotscale`` level 2), a holdout of
+``max(200, n // 5)`` and a reference of 200 unseen patients. Built sets are cached under ``--cache``.
+
+Reported per run: ``wall_s`` (the audit, encoder training included), ``encoder_s`` (its share: training the copy
+encoder, or loading it when cached), ``per_pair_us`` = ``(wall_s - encoder_s) / (n_syn * n_train)`` in
+microseconds (the encoder is trained once per training set and cached: ``per_pair_total_us`` includes it;
+``per_pair_cpu_us``: the same from the process's CPU time, less sensitive to other jobs on a shared machine),
+``peak_rss_mb`` (``ru_maxrss`` of the child: sets + audit), ``recall`` of the planted copies and the false-flag
+rate of the fresh synthetic images. Ratios between sizes are only meaningful inside one run (shared machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def phantoms(n_patients: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n_patients`` phantom images ``(n, 1, size, size)`` float32 on the uint8 grid, labels ``(n,)``."""
+    from synthgen.data.phantom import FINDINGS, render, sample_anatomy, sample_finding, sample_view
+
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    for _ in range(n_patients):
+        c = int(rng.integers(len(FINDINGS)))
+        xs.append(render(sample_anatomy(rng), sample_finding(FINDINGS[c], rng), sample_view(rng), size))
+        ys.append(c)
+    x = (np.rint(np.clip(np.asarray(xs), 0, 1) * 255) / 255).astype(np.float32)[:, None]
+    return x, np.asarray(ys, np.int64)
+
+
+def build_sets(size: int, n: int, cache: Path) -> dict[str, np.ndarray]:
+    """Train / holdout / reference / synthetic arrays (module doc), cached as one ``.npz``."""
+    from synthgen.privacy.edits import edit_copies
+
+    path = cache / f"sets-{size}-{n}.npz"
+    if path.exists():
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    n_hold, n_ref = max(200, n // 5), 200
+    tx, ty = phantoms(n, size, 1)
+    hx, hy = phantoms(n_hold, size, 2)
+    rx, ry = phantoms(n_ref, size, 3)
+    n_copy = max(1, n // 50)
+    fx, fy = phantoms(n - n_copy, size, 4)
+    src = np.random.default_rng(5).choice(n, n_copy, replace=False)
+    cx, _ = edit_copies(tx, src, "rotscale", 2, seed=6)
+    sets = {"tx": tx, "ty": ty, "hx": hx, "hy": hy, "rx": rx, "ry": ry,
+            "sx": np.concatenate([fx, cx]), "sy": np.concatenate([fy, ty[src]]),
+            "copy_src": np.concatenate([np.full(len(fx), -1), src]).astype(np.int64)}
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **sets)
+    return sets
+
+
+def child(size: int, n: int, cache: str, overrides: list[str]) -> None:
+    """Runs inside the subprocess: build the sets, run the audit, print one JSON line."""
+    import torch
+
+    from synthgen.privacy.audit import run_audit
+    from synthgen.privacy.cli import default_privacy_config
+    from synthgen.privacy.inputs import ImageSet
+
+    torch.set_num_threads(1)
+    s = build_sets(size, n, Path(cache))
+
+    def iset(x: np.ndarray, y: np.ndarray, tag: str) -> ImageSet:
+        return ImageSet(x, y, np.array([f"{tag}{i}" for i in range(len(x))]), "uint8", tag)
+
+    cfg = default_privacy_config([f"embedding.cache_dir={cache}/encoders", "threads=1", *overrides])
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.time()
+    res = run_audit(iset(s["tx"], s["ty"], "train"), iset(s["hx"], s["hy"], "holdout"),
+                    iset(s["sx"], s["sy"], "synthetic"), cfg, reference=iset(s["rx"], s["ry"], "reference"))
+    wall = time.time() - t0
+    copy = s["copy_src"] >= 0
+    enc = res.timings.get("embedding_train_or_load", 0.0)
+    pairs = float(len(s["sx"])) * float(len(s["tx"]))
+    print(json.dumps({
+        "size": size, "n_train": int(len(s["tx"])), "n_synthetic": int(len(s["sx"])), "n_holdout": int(len(s["hx"])),
+        "wall_s": round(wall, 2), "encoder_s": round(enc, 2),
+        "per_pair_us": round((wall - enc) / pairs * 1e6, 4), "per_pair_total_us": round(wall / pairs * 1e6, 4),
+        "per_pair_cpu_us": round((res.timings["total_cpu"] - res.timings.get("embedding_train_or_load_cpu", 0.0))
+                                 / pairs * 1e6, 4),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "rss_before_audit_mb": round(rss0, 1),
+        "recall": float(res.flags[copy].mean()), "matched_source": float((res.matched[copy] == s["copy_src"][copy]).mean()),
+        "fresh_flag_rate": float(res.flags[~copy].mean()), "passed": bool(res.passed),
+        "timings": {k: round(v, 2) for k, v in res.timings.items()}}), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="28,64,128")
+    ap.add_argument("--n", default="1000", help="comma-separated cohort sizes (train = synthetic = n)")
+    ap.add_argument("--encoder-steps", type=int, default=None, help="privacy.embedding.steps (default: shipped)")
+    ap.add_argument("--cache", default="/tmp/audit/privacy_size")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--child", nargs=2, type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("overrides", nargs="*", help="privacy config overrides (key=value)")
+    a = ap.parse_args()
+    if a.child:
+        child(a.child[0], a.child[1], a.cache, a.overrides)
+        return
+    over = list(a.overrides) + ([f"embedding.steps={a.encoder_steps}"] if a.encoder_steps else [])
+    rows = []
+    for n in (int(v) for v in a.n.split(",")):
+        for size in (int(v) for v in a.sizes.split(",")):
+            env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+            p = subprocess.run([sys.executable, __file__, "--child", str(size), str(n), "--cache", a.cache, *over],
+                               env=env, capture_output=True, text=True)
+            if p.returncode != 0:
+                print(p.stderr[-3000:], file=sys.stderr)
+                raise SystemExit(f"audit at {size} px, n={n} failed (exit {p.returncode})")
+            row = json.loads(p.stdout.strip().splitlines()[-1])
+            row["load_avg"] = os.getloadavg()[0]
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    for n in sorted({r["n_train"] for r in rows}):
+        base = next((r for r in rows if r["n_train"] == n and r["size"] == 28), None)
+        for r in rows:
+            if r["n_train"] == n and base is not None:
+                r["per_pair_vs_28"] = round(r["per_pair_us"] / base["per_pair_us"], 2)
+                r["per_pair_cpu_vs_28"] = round(r["per_pair_cpu_us"] / base["per_pair_cpu_us"], 2)
+    print(f"{'size':>5} {'n':>6} {'wall s':>8} {'enc s':>7} {'us/pair':>9} {'x28':>6} {'cpu x28':>7} {'RSS MB':>8} {'recall':>7} {'fresh':>6}")
+    for r in rows:
+        print(f"{r['size']:>5} {r['n_train']:>6} {r['wall_s']:>8} {r['encoder_s']:>7} {r['per_pair_us']:>9} "
+              f"{r.get('per_pair_vs_28', ''):>6} {r.get('per_pair_cpu_vs_28', ''):>7} {r['peak_rss_mb']:>8} {r['recall']:>7.3f} {r['fresh_flag_rate']:>6.3f}")
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps({"args": vars(a), "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
