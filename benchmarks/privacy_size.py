@@ -15,7 +15,8 @@ encoder, or loading it when cached), ``per_pair_us`` = ``(wall_s - encoder_s) / 
 microseconds (the encoder is trained once per training set and cached: ``per_pair_total_us`` includes it;
 ``per_pair_cpu_us``: the same from the process's CPU time, less sensitive to other jobs on a shared machine),
 ``peak_rss_mb`` (``ru_maxrss`` of the child: sets + audit), ``recall`` of the planted copies and the false-flag
-rate of the fresh synthetic images. Ratios between sizes are only meaningful inside one run (shared machine).
+rate of the fresh synthetic images. Ratios between sizes are only meaningful inside one run (shared machine);
+``--repeat R`` runs every size R times, interleaved, and reports the fastest of each.
 """
 
 from __future__ import annotations
@@ -104,7 +105,8 @@ def child(size: int, n: int, cache: str, overrides: list[str]) -> None:
                                  / pairs * 1e6, 4),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "rss_before_audit_mb": round(rss0, 1),
-        "recall": float(res.flags[copy].mean()), "matched_source": float((res.matched[copy] == s["copy_src"][copy]).mean()),
+        "recall": float(res.flags[copy].mean()),
+        "matched_source": float((res.matched[copy] == s["copy_src"][copy]).mean()),
         "fresh_flag_rate": float(res.flags[~copy].mean()), "passed": bool(res.passed),
         "timings": {k: round(v, 2) for k, v in res.timings.items()}}), flush=True)
 
@@ -113,6 +115,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="28,64,128")
     ap.add_argument("--n", default="1000", help="comma-separated cohort sizes (train = synthetic = n)")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per (size, n), sizes interleaved; min reported")
     ap.add_argument("--encoder-steps", type=int, default=None, help="privacy.embedding.steps (default: shipped)")
     ap.add_argument("--cache", default="/tmp/audit/privacy_size")
     ap.add_argument("--out", default=None)
@@ -124,28 +127,37 @@ def main() -> None:
         return
     over = list(a.overrides) + ([f"embedding.steps={a.encoder_steps}"] if a.encoder_steps else [])
     rows = []
-    for n in (int(v) for v in a.n.split(",")):
-        for size in (int(v) for v in a.sizes.split(",")):
-            env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-            p = subprocess.run([sys.executable, __file__, "--child", str(size), str(n), "--cache", a.cache, *over],
-                               env=env, capture_output=True, text=True)
-            if p.returncode != 0:
-                print(p.stderr[-3000:], file=sys.stderr)
-                raise SystemExit(f"audit at {size} px, n={n} failed (exit {p.returncode})")
-            row = json.loads(p.stdout.strip().splitlines()[-1])
-            row["load_avg"] = os.getloadavg()[0]
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    for n in sorted({r["n_train"] for r in rows}):
-        base = next((r for r in rows if r["n_train"] == n and r["size"] == 28), None)
-        for r in rows:
-            if r["n_train"] == n and base is not None:
-                r["per_pair_vs_28"] = round(r["per_pair_us"] / base["per_pair_us"], 2)
-                r["per_pair_cpu_vs_28"] = round(r["per_pair_cpu_us"] / base["per_pair_cpu_us"], 2)
-    print(f"{'size':>5} {'n':>6} {'wall s':>8} {'enc s':>7} {'us/pair':>9} {'x28':>6} {'cpu x28':>7} {'RSS MB':>8} {'recall':>7} {'fresh':>6}")
+    runs = [(n, rep, size) for n in (int(v) for v in a.n.split(",")) for rep in range(a.repeat)
+            for size in (int(v) for v in a.sizes.split(","))]
+    for n, rep, size in runs:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+        p = subprocess.run([sys.executable, __file__, "--child", str(size), str(n), "--cache", a.cache, *over],
+                           env=env, capture_output=True, text=True)
+        if p.returncode != 0:
+            print(p.stderr[-3000:], file=sys.stderr)
+            raise SystemExit(f"audit at {size} px, n={n} failed (exit {p.returncode})")
+        row = json.loads(p.stdout.strip().splitlines()[-1])
+        row["load_avg"], row["repeat"] = os.getloadavg()[0], rep
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    # per (size, n): the fastest of the repeats (least disturbed by other jobs), compared with 28 px
+    best = {}
+    for r in rows:
+        k = (r["size"], r["n_train"])
+        best[k] = {**r, **{m: min(x[m] for x in rows if (x["size"], x["n_train"]) == k)
+                           for m in ("wall_s", "per_pair_us", "per_pair_cpu_us", "peak_rss_mb")}}
+    rows = list(best.values())
+    for r in rows:
+        base = best.get((28, r["n_train"]))
+        if base is not None:
+            r["per_pair_vs_28"] = round(r["per_pair_us"] / base["per_pair_us"], 2)
+            r["per_pair_cpu_vs_28"] = round(r["per_pair_cpu_us"] / base["per_pair_cpu_us"], 2)
+    print(f"{'size':>5} {'n':>6} {'wall s':>8} {'enc s':>7} {'us/pair':>9} {'x28':>6} {'cpu x28':>7} {'RSS MB':>8} "
+          f"{'recall':>7} {'fresh':>6}")
     for r in rows:
         print(f"{r['size']:>5} {r['n_train']:>6} {r['wall_s']:>8} {r['encoder_s']:>7} {r['per_pair_us']:>9} "
-              f"{r.get('per_pair_vs_28', ''):>6} {r.get('per_pair_cpu_vs_28', ''):>7} {r['peak_rss_mb']:>8} {r['recall']:>7.3f} {r['fresh_flag_rate']:>6.3f}")
+              f"{r.get('per_pair_vs_28', ''):>6} {r.get('per_pair_cpu_vs_28', ''):>7} {r['peak_rss_mb']:>8} "
+              f"{r['recall']:>7.3f} {r['fresh_flag_rate']:>6.3f}")
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps({"args": vars(a), "rows": rows}, indent=1))

@@ -178,3 +178,16 @@ def test_volumes_pass_the_input_reader_unchanged():
         assert to_nchw(np.zeros(shape, np.uint8), "x").shape == shape
     with pytest.raises(InputError, match="volumes"):
         to_nchw(np.zeros((3, 2, 8, 8, 8), np.uint8), "x")
+
+
+def test_images_at_or_below_the_working_size_are_audited_exactly_as_at_full_resolution():
+    rng = np.random.default_rng(5)
+    x = ndimage.gaussian_filter(rng.standard_normal((70, 1, 28, 28)), (0, 0, 1.5, 1.5))
+    x = (np.rint((x - x.min()) / np.ptp(x) * 255) / 255).astype(np.float32)
+    sets = (_set(x[:30], "t"), _set(x[30:50], "h"), _set(np.concatenate([x[50:60], x[:2]]), "s"))
+    a = run_audit(*sets, default_privacy_config(CFG), reference=_set(x[60:], "r"))
+    b = run_audit(*sets, default_privacy_config(CFG + ["working_size=null"]), reference=_set(x[60:], "r"))
+    for k in ("pearson", "ssim", "embedding", "ratio"):
+        np.testing.assert_array_equal(a.scores[k], b.scores[k])
+    np.testing.assert_array_equal(a.flags, b.flags)
+    assert a.stats["working_resolution"]["working_shape"] == [28, 28]

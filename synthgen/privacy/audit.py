@@ -11,7 +11,9 @@ Without a reference, a seeded half of the holdout's patients serves as ``R`` and
 
 Steps (each the same for the CLI ``synthgen audit`` and the pipeline's ``privacy`` stage):
 
-1. exact duplicates by hashing quantized pixels (train<->train, holdout->train, synthetic->train);
+1. exact duplicates by hashing quantized pixels (train<->train, holdout->train, synthetic->train), at full
+   resolution; every later step on images at the working resolution (:mod:`.working`: ``privacy.working_size``,
+   volumes ``privacy.volume.working_size``), except the loss attack, which sees the model's own inputs;
 2. representations: copy-detection embedding (trained on train, cached) and low-resolution pixels; neighbour
    lists computed once per representation (:class:`NeighbourCache`);
 3. per-sample scores for holdout and synthetic queries alike (:func:`query_scores`);
@@ -47,7 +49,7 @@ from .pixel import lowres, warp_grid
 from .policy import apply_policy, neighbour_scores
 from .ratio import merge_identities
 from .scores import ScoreSettings, query_scores, score_settings
-from .working import to_working, working_shape
+from .working import at_working
 
 log = logging.getLogger(__name__)
 
@@ -93,19 +95,6 @@ def embedding_config(cfg: Mapping) -> EmbeddingConfig:
     keys = EmbeddingConfig.__dataclass_fields__
     kw = {k: tuple(e[k]) if isinstance(e[k], (list, tuple)) else e[k] for k in e if k in keys}
     return EmbeddingConfig(**kw, seed=int(_get(cfg, "seed", 0))) if "seed" not in kw else EmbeddingConfig(**kw)
-
-
-def working_size(cfg: Mapping, spatial_dims: int = 2) -> int | None:
-    """``privacy.working_size`` (2D) or ``privacy.volume.working_size`` (3D); ``None``: full resolution."""
-    v = _get(cfg, "working_size" if spatial_dims == 2 else "volume.working_size")
-    return None if v is None else int(v)
-
-
-def _at_working(s: ImageSet, size: int | None) -> ImageSet:
-    """``s`` with its images at the working resolution (:func:`~synthgen.privacy.working.to_working`)."""
-    if working_shape(s.images.shape[2:], size) == tuple(s.images.shape[2:]):
-        return s
-    return replace(s, images=to_working(s.images, size))
 
 
 def run_audit(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, cfg: Mapping,
@@ -182,9 +171,9 @@ def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, reference: Ima
     # every score below on images at the working resolution (working.py); full resolution kept for the loss attack
     full_train, full_nonmembers, full_reference = train, nonmembers, reference
     t0 = time.time()
-    ws = working_size(cfg, train.images.ndim - 2)
-    train, holdout, synthetic, reference = (_at_working(s, ws) for s in (train, holdout, synthetic, reference))
-    nonmembers = None if nonmembers is None else _at_working(nonmembers, ws)
+    ws = _get(cfg, "working_size" if train.images.ndim == 4 else "volume.working_size")
+    train, holdout, synthetic, reference = (at_working(s, ws) for s in (train, holdout, synthetic, reference))
+    nonmembers = None if nonmembers is None else at_working(nonmembers, ws)
     timings["working_resolution"] = time.time() - t0
 
     # 2. representations

@@ -17,9 +17,13 @@ Memory: the input is reduced ``chunk`` images at a time, so the only full-resolu
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .inputs import ImageSet
 
 
 def working_shape(spatial: tuple[int, ...], size: int | None) -> tuple[int, ...]:
@@ -50,3 +54,10 @@ def to_working(images01: np.ndarray, size: int | None, chunk: int = 512) -> np.n
         x = torch.as_tensor(np.asarray(images01[i:i + chunk], np.float32))
         out[i:i + len(x)] = pool(x, target).clamp(0, 1).numpy()
     return out
+
+
+def at_working(s: ImageSet, size: int | None) -> ImageSet:
+    """``s`` with its images at working size ``size`` (:func:`to_working`; ``s`` itself when nothing shrinks)."""
+    if working_shape(s.images.shape[2:], size) == tuple(s.images.shape[2:]):
+        return s
+    return replace(s, images=to_working(s.images, size))
