@@ -16,7 +16,9 @@ microseconds (the encoder is trained once per training set and cached: ``per_pai
 ``per_pair_cpu_us``: the same from the process's CPU time, less sensitive to other jobs on a shared machine),
 ``peak_rss_mb`` (``ru_maxrss`` of the child: sets + audit), ``recall`` of the planted copies and the false-flag
 rate of the fresh synthetic images. Ratios between sizes are only meaningful inside one run (shared machine);
-``--repeat R`` runs every size R times, interleaved, and reports the fastest of each.
+``--repeat R`` runs every size R times, interleaved, and reports the fastest of each. ``--dims 3``: volumes of
+``size^3`` voxels instead (smooth random stand-ins; copies shifted by up to 2 voxels per axis and gamma-edited;
+ratios against the smallest size).
 """
 
 from __future__ import annotations
@@ -50,22 +52,49 @@ def phantoms(n_patients: int, size: int, seed: int) -> tuple[np.ndarray, np.ndar
     return x, np.asarray(ys, np.int64)
 
 
-def build_sets(size: int, n: int, cache: Path) -> dict[str, np.ndarray]:
+def volumes(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` smooth random volumes ``(n, 1, size, size, size)`` (Gaussian-filtered noise, sigma size/10, each
+    spanning [0, 1] on the uint8 grid), labels 0/1 at random: a stand-in 3D cohort, ``chunk`` at a time."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, 1, size, size, size), np.float32)
+    for i in range(n):
+        v = ndimage.gaussian_filter(rng.standard_normal((size,) * 3), size / 10)
+        out[i, 0] = np.rint((v - v.min()) / (v.max() - v.min()) * 255) / 255
+    return out, rng.integers(0, 2, n).astype(np.int64)
+
+
+def volume_copies(x: np.ndarray, src: np.ndarray, seed: int) -> np.ndarray:
+    """Copies of ``x[src]``: shifted by up to 2 voxels per axis (edge padding), then gamma 0.8-1.25."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in src:
+        sh = rng.integers(-2, 3, size=3)
+        p = np.pad(x[i, 0], [(2, 2)] * 3, mode="edge")
+        d = x.shape[-1]
+        v = p[2 - sh[0]:2 - sh[0] + d, 2 - sh[1]:2 - sh[1] + d, 2 - sh[2]:2 - sh[2] + d] ** rng.uniform(0.8, 1.25)
+        out.append(np.rint(np.clip(v, 0, 1) * 255)[None] / 255)
+    return np.asarray(out, np.float32)
+
+
+def build_sets(size: int, n: int, cache: Path, dims: int = 2) -> dict[str, np.ndarray]:
     """Train / holdout / reference / synthetic arrays (module doc), cached as one ``.npz``."""
     from synthgen.privacy.edits import edit_copies
 
-    path = cache / f"sets-{size}-{n}.npz"
+    path = cache / f"sets-{size}{'^3' if dims == 3 else ''}-{n}.npz"
     if path.exists():
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
+    make = phantoms if dims == 2 else volumes
     n_hold, n_ref = max(200, n // 5), 200
-    tx, ty = phantoms(n, size, 1)
-    hx, hy = phantoms(n_hold, size, 2)
-    rx, ry = phantoms(n_ref, size, 3)
+    tx, ty = make(n, size, 1)
+    hx, hy = make(n_hold, size, 2)
+    rx, ry = make(n_ref, size, 3)
     n_copy = max(1, n // 50)
-    fx, fy = phantoms(n - n_copy, size, 4)
+    fx, fy = make(n - n_copy, size, 4)
     src = np.random.default_rng(5).choice(n, n_copy, replace=False)
-    cx, _ = edit_copies(tx, src, "rotscale", 2, seed=6)
+    cx = edit_copies(tx, src, "rotscale", 2, seed=6)[0] if dims == 2 else volume_copies(tx, src, 6)
     sets = {"tx": tx, "ty": ty, "hx": hx, "hy": hy, "rx": rx, "ry": ry,
             "sx": np.concatenate([fx, cx]), "sy": np.concatenate([fy, ty[src]]),
             "copy_src": np.concatenate([np.full(len(fx), -1), src]).astype(np.int64)}
@@ -74,7 +103,7 @@ def build_sets(size: int, n: int, cache: Path) -> dict[str, np.ndarray]:
     return sets
 
 
-def child(size: int, n: int, cache: str, overrides: list[str]) -> None:
+def child(size: int, n: int, cache: str, overrides: list[str], dims: int = 2) -> None:
     """Runs inside the subprocess: build the sets, run the audit, print one JSON line."""
     import torch
 
@@ -83,7 +112,7 @@ def child(size: int, n: int, cache: str, overrides: list[str]) -> None:
     from synthgen.privacy.inputs import ImageSet
 
     torch.set_num_threads(1)
-    s = build_sets(size, n, Path(cache))
+    s = build_sets(size, n, Path(cache), dims)
 
     def iset(x: np.ndarray, y: np.ndarray, tag: str) -> ImageSet:
         return ImageSet(x, y, np.array([f"{tag}{i}" for i in range(len(x))]), "uint8", tag)
@@ -98,7 +127,7 @@ def child(size: int, n: int, cache: str, overrides: list[str]) -> None:
     enc = res.timings.get("embedding_train_or_load", 0.0)
     pairs = float(len(s["sx"])) * float(len(s["tx"]))
     print(json.dumps({
-        "size": size, "n_train": int(len(s["tx"])), "n_synthetic": int(len(s["sx"])), "n_holdout": int(len(s["hx"])),
+        "size": size, "dims": dims, "n_train": int(len(s["tx"])), "n_synthetic": int(len(s["sx"])), "n_holdout": int(len(s["hx"])),
         "wall_s": round(wall, 2), "encoder_s": round(enc, 2),
         "per_pair_us": round((wall - enc) / pairs * 1e6, 4), "per_pair_total_us": round(wall / pairs * 1e6, 4),
         "per_pair_cpu_us": round((res.timings["total_cpu"] - res.timings.get("embedding_train_or_load_cpu", 0.0))
@@ -119,11 +148,13 @@ def main() -> None:
     ap.add_argument("--encoder-steps", type=int, default=None, help="privacy.embedding.steps (default: shipped)")
     ap.add_argument("--cache", default="/tmp/audit/privacy_size")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--dims", type=int, default=2, choices=(2, 3),
+                    help="3: volumes size^3 (smooth random stand-ins, shifted + gamma copies) instead of phantoms")
     ap.add_argument("--child", nargs=2, type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("overrides", nargs="*", help="privacy config overrides (key=value)")
     a = ap.parse_args()
     if a.child:
-        child(a.child[0], a.child[1], a.cache, a.overrides)
+        child(a.child[0], a.child[1], a.cache, a.overrides, a.dims)
         return
     over = list(a.overrides) + ([f"embedding.steps={a.encoder_steps}"] if a.encoder_steps else [])
     rows = []
@@ -131,7 +162,8 @@ def main() -> None:
             for size in (int(v) for v in a.sizes.split(","))]
     for n, rep, size in runs:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-        p = subprocess.run([sys.executable, __file__, "--child", str(size), str(n), "--cache", a.cache, *over],
+        p = subprocess.run([sys.executable, __file__, "--child", str(size), str(n), "--cache", a.cache,
+                            "--dims", str(a.dims), *over],
                            env=env, capture_output=True, text=True)
         if p.returncode != 0:
             print(p.stderr[-3000:], file=sys.stderr)
@@ -148,7 +180,7 @@ def main() -> None:
                            for m in ("wall_s", "per_pair_us", "per_pair_cpu_us", "peak_rss_mb")}}
     rows = list(best.values())
     for r in rows:
-        base = best.get((28, r["n_train"]))
+        base = best.get((28 if a.dims == 2 else min(k[0] for k in best), r["n_train"]))
         if base is not None:
             r["per_pair_vs_28"] = round(r["per_pair_us"] / base["per_pair_us"], 2)
             r["per_pair_cpu_vs_28"] = round(r["per_pair_cpu_us"] / base["per_pair_cpu_us"], 2)
