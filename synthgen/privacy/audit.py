@@ -11,7 +11,9 @@ Without a reference, a seeded half of the holdout's patients serves as ``R`` and
 
 Steps (each the same for the CLI ``synthgen audit`` and the pipeline's ``privacy`` stage):
 
-1. exact duplicates by hashing quantized pixels (train<->train, holdout->train, synthetic->train);
+1. exact duplicates by hashing quantized pixels (train<->train, holdout->train, synthetic->train), at full
+   resolution; every later step on images at the working resolution (:mod:`.working`: ``privacy.working_size``,
+   volumes ``privacy.volume.working_size``), except the loss attack, which sees the model's own inputs;
 2. representations: copy-detection embedding (trained on train, cached) and low-resolution pixels; neighbour
    lists computed once per representation (:class:`NeighbourCache`);
 3. per-sample scores for holdout and synthetic queries alike (:func:`query_scores`);
@@ -37,7 +39,7 @@ from ..threads import torch_threads
 from .calibrate import Threshold, calibrate
 from .dcr import class_matched_pairs, dcr_difference_test, dcr_share, equal_size_subsets
 from .embedding import EmbeddingConfig, embed, load_or_train
-from .exact import duplicate_groups, duplicate_pairs, image_hashes, match_exact, quantize01
+from .exact import duplicate_groups, duplicate_pairs, hash_images, match_exact
 from .flagged import class_counts, reference_rows
 from .gate import RULES, cohort_gates, flag_samples
 from .inputs import ImageSet, check_compatible, check_disjoint_patients, check_labels, split_holdout
@@ -47,6 +49,7 @@ from .pixel import lowres, warp_grid
 from .policy import apply_policy, neighbour_scores
 from .ratio import merge_identities
 from .scores import ScoreSettings, query_scores, score_settings
+from .working import at_working
 
 log = logging.getLogger(__name__)
 
@@ -156,17 +159,22 @@ def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, reference: Ima
 
     # 1. exact duplicates
     qdtype = _get(cfg, "quantize_dtype") or (train.dtype if train.dtype in ("uint8", "uint16") else "uint8")
-    h_train = image_hashes(quantize01(train.images, qdtype))
-    h_hold = image_hashes(quantize01(holdout.images, qdtype))
-    h_syn = image_hashes(quantize01(synthetic.images, qdtype))
+    h_train = hash_images(train.images, qdtype)
     train_groups = duplicate_groups(h_train)
-    hold_exact = match_exact(h_hold, h_train)
-    syn_exact = match_exact(h_syn, h_train)
-    ref_exact = match_exact(image_hashes(quantize01(reference.images, qdtype)), h_train)
-    non_exact = None if nonmembers is None else match_exact(image_hashes(quantize01(nonmembers.images, qdtype)),
-                                                            h_train)
+    hold_exact = match_exact(hash_images(holdout.images, qdtype), h_train)
+    syn_exact = match_exact(hash_images(synthetic.images, qdtype), h_train)
+    ref_exact = match_exact(hash_images(reference.images, qdtype), h_train)
+    non_exact = None if nonmembers is None else match_exact(hash_images(nonmembers.images, qdtype), h_train)
     identity = merge_identities(train.patient_ids, train_groups)
     timings["exact"] = time.time() - t_start
+
+    # every score below on images at the working resolution (working.py); full resolution kept for the loss attack
+    full_train, full_nonmembers, full_reference = train, nonmembers, reference
+    t0 = time.time()
+    ws = _get(cfg, "working_size" if train.images.ndim == 4 else "volume.working_size")
+    train, holdout, synthetic, reference = (at_working(s, ws) for s in (train, holdout, synthetic, reference))
+    nonmembers = None if nonmembers is None else at_working(nonmembers, ws)
+    timings["working_resolution"] = time.time() - t0
 
     # 2. representations
     t0, c0 = time.time(), time.process_time()
@@ -176,8 +184,9 @@ def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, reference: Ima
     timings["embedding_train_or_load_cpu"] = time.process_time() - c0
     t0 = time.time()
     dev = str(kcfg.get("device", "cpu"))
-    factor = int(_get(cfg, "pixel.lowres_factor", 4))
-    margin = int(_get(cfg, "pixel.lowres_margin", 0))
+    grp = "pixel" if train.images.ndim == 4 else "volume"                  # volumes: their own pooling
+    factor = int(_get(cfg, f"{grp}.lowres_factor", 4 if grp == "pixel" else 2))
+    margin = int(_get(cfg, f"{grp}.lowres_margin", 0))
     for name, s in (("train", train), ("holdout", holdout), ("synthetic", synthetic)):
         cache.add("embedding", name, embed(model, s.images, device=dev))
         cache.add("lowres", name, lowres(s.images, factor, margin))
@@ -187,7 +196,8 @@ def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, reference: Ima
     timings["embed"] = time.time() - t0
 
     # 3. scores, holdout first (it also sets the prefilter)
-    settings = score_settings(_get(cfg, "pixel", {}) or {}, int(_get(cfg, "ratio.k", 16)), dev)
+    settings = score_settings(_get(cfg, "pixel", {}) or {}, int(_get(cfg, "ratio.k", 16)), dev,
+                              _get(cfg, "volume", {}) or {})
     mats = warp_grid(list(_get(cfg, "pixel.rotations", [])), list(_get(cfg, "pixel.scales", [])),
                      bool(_get(cfg, "pixel.half_pixel_scales", True)), tuple(train.images.shape[-2:]))
     t0 = time.time()
@@ -235,9 +245,9 @@ def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, reference: Ima
     kept = ~flags
     mia_max = int(_get(cfg, "gates.mia_max_samples", 5000))
     margin = float(_get(cfg, "gates.dcr_margin", 0.05))
-    stats = cohort_stats(train, holdout, synthetic, kept, cache, seed, mia_max, error_fn,
-                         int(_get(cfg, "mia_loss.max_samples", None) or mia_max), reference=reference,
-                         reference_valid=ref_exact < 0, dcr_margin=margin, nonmembers=nonmembers,
+    stats = cohort_stats(full_train, holdout, synthetic, kept, cache, seed, mia_max, error_fn,
+                         int(_get(cfg, "mia_loss.max_samples", None) or mia_max), reference=full_reference,
+                         reference_valid=ref_exact < 0, dcr_margin=margin, nonmembers=full_nonmembers,
                          nonmembers_valid=None if non_exact is None else non_exact < 0)
     stats["reference"] = {"source": reference.source, "origin": ref_origin, "n": len(reference),
                           "exact_copies_of_train_excluded": int((ref_exact >= 0).sum())}
@@ -253,6 +263,8 @@ def _run(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, reference: Ima
         "n_synthetic": len(synthetic),
         "n_flagged": int(flags.sum()), "flagged_share": float(flags.mean()),
         "n_kept": int(kept.sum()),
+        "working_resolution": {"input_shape": list(full_train.images.shape[2:]),
+                               "working_shape": list(train.images.shape[2:]), "working_size": ws},
         "by_rule": {r: int(sum(r in f for f in fired)) for r in RULES},
         "first_rule": {r: int((rule == r).sum()) for r in RULES},
         "exact_copies_before_drop": int((syn_exact >= 0).sum()),

@@ -68,21 +68,27 @@ class EmbeddingConfig:
 
 class CopyEncoder(nn.Module):
     """``(N, C, H, W)`` float ``[0, 1]`` -> ``(N, dim)`` unit vectors: three stride-2 conv blocks, 2x2 pooled
-    features (keeps coarse layout), MLP head. ~1.3 M multiply-adds per 28x28 image (cheap on CPU)."""
+    features (keeps coarse layout), MLP head. ~1.3 M multiply-adds per 28x28 image (cheap on CPU).
 
-    def __init__(self, channels: int, dim: int = 64, width: int = 32):
+    ``spatial_dims=3``: the same with 3D convolutions and 2x2x2 pooled features, for volumes ``(N, C, D, H, W)``
+    (at the audit's volume working size, 16^3 by default: ~3 M multiply-adds per volume)."""
+
+    def __init__(self, channels: int, dim: int = 64, width: int = 32, spatial_dims: int = 2):
         super().__init__()
         w = width
+        conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
+        self.spatial_dims = spatial_dims
         self.features = nn.Sequential(
-            nn.Conv2d(channels, w, 3, stride=2, padding=1), nn.GroupNorm(4, w), nn.GELU(),
-            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.GroupNorm(8, 2 * w), nn.GELU(),
-            nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1), nn.GroupNorm(8, 4 * w), nn.GELU(),
+            conv(channels, w, 3, stride=2, padding=1), nn.GroupNorm(4, w), nn.GELU(),
+            conv(w, 2 * w, 3, stride=2, padding=1), nn.GroupNorm(8, 2 * w), nn.GELU(),
+            conv(2 * w, 4 * w, 3, stride=2, padding=1), nn.GroupNorm(8, 4 * w), nn.GELU(),
         )
-        self.head = nn.Sequential(nn.Linear(4 * w * 2 * 2, 4 * w), nn.GELU(), nn.Linear(4 * w, dim))
+        self.head = nn.Sequential(nn.Linear(4 * w * 2 ** spatial_dims, 4 * w), nn.GELU(), nn.Linear(4 * w, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - 0.5) / 0.25
-        h = F.adaptive_avg_pool2d(self.features(x), 2).flatten(1)
+        pool = F.adaptive_avg_pool2d if self.spatial_dims == 2 else F.adaptive_avg_pool3d
+        h = pool(self.features(x), 2).flatten(1)
         return F.normalize(self.head(h), dim=1)
 
 
@@ -100,8 +106,62 @@ def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return y.reshape(n, c, h, w)
 
 
+def _blur3(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """:func:`_blur` for volumes ``(N, C, D, H, W)``: the 5-tap kernel along each spatial axis in turn."""
+    for axis in (2, 3, 4):
+        x = _blur1(x, sigma, axis)
+    return x
+
+
+def _blur1(x: torch.Tensor, sigma: torch.Tensor, axis: int) -> torch.Tensor:
+    """Per-sample 5-tap Gaussian along ``axis`` of ``(N, C, ...)`` (replicate padding)."""
+    taps = torch.arange(-2, 3, dtype=x.dtype, device=x.device)
+    k = torch.exp(-(taps[None] ** 2) / (2 * sigma.clamp_min(1e-3)[:, None] ** 2))
+    k = k / k.sum(1, keepdim=True)                                         # (N, 5)
+    y = x.movedim(axis, -1)
+    shp = y.shape
+    yp = F.pad(y.reshape(shp[0], -1, shp[-1]), (2, 2), mode="replicate")   # (N, M, L + 4)
+    out = sum(k[:, u, None, None] * yp[..., u:u + shp[-1]] for u in range(5))
+    return out.reshape(shp).movedim(-1, axis)
+
+
+def _augment3d(x: torch.Tensor, cfg: EmbeddingConfig, g: torch.Generator) -> torch.Tensor:
+    """:func:`copy_augment` for volumes ``(N, C, D, H, W)``: rotation about the D axis (in the H-W plane),
+    isotropic scale, shift along every axis (one affine map, padding drawn from ``pad_modes``), gamma, blur
+    (50%), noise, 8-bit re-quantization."""
+    n, c, d, h, w = x.shape
+
+    def u(lo: float, hi: float) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(n, generator=g)
+
+    ang = torch.deg2rad(u(-cfg.max_rotation_deg, cfg.max_rotation_deg))
+    scale = u(*cfg.scale_range)
+    t = [u(-cfg.max_shift_px, cfg.max_shift_px) * 2 / size for size in (w, h, d)]   # (x, y, z) order
+    cos, sin, inv = torch.cos(ang) / scale, torch.sin(ang) / scale, 1 / scale
+    z = torch.zeros(n)
+    mats = torch.stack([torch.stack([cos, -sin, z, t[0]], 1), torch.stack([sin, cos, z, t[1]], 1),
+                        torch.stack([z, z, inv, t[2]], 1)], 1)
+    grid = F.affine_grid(mats, [n, c, d, h, w], align_corners=False)
+    modes = tuple(cfg.pad_modes) or ("border",)
+    pick = torch.randint(len(modes), (n,), generator=g)
+    out = torch.empty_like(x)
+    for i, mode in enumerate(modes):
+        sel = pick == i
+        if bool(sel.any()):
+            out[sel] = F.grid_sample(x[sel], grid[sel], mode="bilinear", padding_mode=mode, align_corners=False)
+    gamma = torch.exp(u(math.log(cfg.gamma_range[0]), math.log(cfg.gamma_range[1])))
+    y = out.clamp(0, 1) ** gamma[:, None, None, None, None]
+    blur_on = torch.rand(n, generator=g) < 0.5
+    y = torch.where(blur_on[:, None, None, None, None], _blur3(y, u(0.3, cfg.max_blur_sigma)), y)
+    y = y + torch.randn(y.shape, generator=g) * u(0.0, cfg.max_noise)[:, None, None, None, None]
+    return (y.clamp(0, 1) * 255).round() / 255
+
+
 def copy_augment(x: torch.Tensor, cfg: EmbeddingConfig, g: torch.Generator) -> torch.Tensor:
-    """One random copy-like edit per image of ``x`` ``(N, C, H, W)`` in ``[0, 1]``; same shape and range."""
+    """One random copy-like edit per image of ``x`` ``(N, C, H, W)`` in ``[0, 1]``; same shape and range.
+    Volumes ``(N, C, D, H, W)``: :func:`_augment3d`."""
+    if x.ndim == 5:
+        return _augment3d(x, cfg, g)
     n, c, h, w = x.shape
 
     def u(lo: float, hi: float) -> torch.Tensor:
@@ -152,10 +212,11 @@ def cache_key(train01: np.ndarray, cfg: EmbeddingConfig) -> str:
 
 
 def train_encoder(train01: np.ndarray, cfg: EmbeddingConfig) -> CopyEncoder:
-    """Train a :class:`CopyEncoder` on ``train01`` ``(N, C, H, W)`` float ``[0, 1]`` (deterministic)."""
+    """Train a :class:`CopyEncoder` on ``train01`` ``(N, C, H, W)`` (or volumes ``(N, C, D, H, W)``) float
+    ``[0, 1]`` (deterministic)."""
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
-    model = CopyEncoder(train01.shape[1], cfg.dim, cfg.width)
+    model = CopyEncoder(train01.shape[1], cfg.dim, cfg.width, train01.ndim - 2)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     warm = max(1, cfg.steps // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, cosine decay
@@ -183,7 +244,7 @@ def load_or_train(train01: np.ndarray, cfg: EmbeddingConfig, cache_dir: str | Pa
     if cache_dir is None:
         return train_encoder(train01, cfg)
     path = Path(cache_dir) / f"copy_encoder-{cache_key(train01, cfg)}.pt"
-    model = CopyEncoder(train01.shape[1], cfg.dim, cfg.width)
+    model = CopyEncoder(train01.shape[1], cfg.dim, cfg.width, train01.ndim - 2)
     if path.exists():
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         model.eval()
@@ -197,7 +258,7 @@ def load_or_train(train01: np.ndarray, cfg: EmbeddingConfig, cache_dir: str | Pa
 @torch.no_grad()
 def embed(model: CopyEncoder, images01: np.ndarray, batch: int = 1024,
           device: str | torch.device = "cpu") -> torch.Tensor:
-    """``(N, C, H, W)`` float ``[0, 1]`` -> ``(N, dim)`` float32 unit vectors (on CPU)."""
+    """``(N, C, H, W)`` (or ``(N, C, D, H, W)``) float ``[0, 1]`` -> ``(N, dim)`` float32 unit vectors (on CPU)."""
     model = model.to(device).eval()
     out = [model(torch.as_tensor(images01[i:i + batch], dtype=torch.float32, device=device)).cpu()
            for i in range(0, len(images01), batch)]

@@ -15,7 +15,7 @@ _TOP = {"uint8": 255, "uint16": 65535}
 
 
 def quantize01(images01: np.ndarray, dtype: str = "uint8") -> np.ndarray:
-    """Float ``[0, 1]`` ``(N, C, H, W)`` -> integer ``dtype`` (rounded, not truncated)."""
+    """Float ``[0, 1]`` ``(N, C, H, W)`` (or ``(N, C, D, H, W)``) -> integer ``dtype`` (rounded, not truncated)."""
     if dtype not in _TOP:
         raise ValueError(f"quantize dtype must be uint8 or uint16, got {dtype!r}")
     return np.rint(np.clip(images01, 0.0, 1.0) * _TOP[dtype]).astype(dtype)
@@ -25,6 +25,14 @@ def image_hashes(quantized: np.ndarray) -> list[bytes]:
     """One 16-byte BLAKE2b digest per image of ``(N, ...)`` integer pixels (shape and dtype included)."""
     head = f"{quantized.shape[1:]}{quantized.dtype}".encode()
     return [hashlib.blake2b(head + np.ascontiguousarray(x).tobytes(), digest_size=16).digest() for x in quantized]
+
+
+def hash_images(images01: np.ndarray, dtype: str = "uint8", chunk: int = 1024) -> list[bytes]:
+    """:func:`image_hashes` of :func:`quantize01` pixels, ``chunk`` images at a time (bounded memory at size)."""
+    out: list[bytes] = []
+    for i in range(0, len(images01), chunk):
+        out += image_hashes(quantize01(images01[i:i + chunk], dtype))
+    return out
 
 
 def match_exact(query_hashes: list[bytes], base_hashes: list[bytes]) -> np.ndarray:

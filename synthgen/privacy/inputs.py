@@ -36,7 +36,7 @@ class ImageSet:
     """Images of one role.
 
     Attributes:
-        images: ``(N, C, H, W)`` float32 in ``[0, 1]``.
+        images: ``(N, C, H, W)`` float32 in ``[0, 1]`` (volumes: ``(N, C, D, H, W)``).
         labels: ``(N,)`` int64.
         patient_ids: ``(N,)`` unicode (each image its own patient when the source has none).
         dtype: storage dtype of the source (``uint8``/``uint16``; ``float32`` sources report ``float32``).
@@ -54,7 +54,10 @@ class ImageSet:
 
 
 def to_nchw(x: np.ndarray, path: str | os.PathLike) -> np.ndarray:
-    """``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)`` (C in 1, 3) -> ``(N, C, H, W)``."""
+    """``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)`` (C in 1, 3) -> ``(N, C, H, W)``; volumes
+    ``(N, C, D, H, W)`` (C in 1, 3; the shared volume contract, ``data.dims=3``) pass unchanged."""
+    if x.ndim == 5 and x.shape[1] in (1, 3):
+        return x
     if x.ndim == 3:
         return x[:, None]
     if x.ndim == 4:
@@ -64,7 +67,8 @@ def to_nchw(x: np.ndarray, path: str | os.PathLike) -> np.ndarray:
             return x.transpose(0, 3, 1, 2)
         if x.shape[1] in (1, 3):
             return x
-    raise InputError(path, f"images have shape {x.shape}; expected (N, H, W), (N, H, W, C) or (N, C, H, W)")
+    raise InputError(path, f"images have shape {x.shape}; expected (N, H, W), (N, H, W, C), (N, C, H, W) "
+                           "or volumes (N, C, D, H, W)")
 
 
 def to_float01(x: np.ndarray, path: str | os.PathLike) -> np.ndarray:
@@ -212,7 +216,7 @@ def check_disjoint_patients(a: ImageSet, b: ImageSet, what: str) -> None:
 
 
 def check_compatible(sets: Sequence[ImageSet]) -> None:
-    """All sets must share channels and image size (the audit compares pixels)."""
+    """All sets must share channels and image (or volume) size (the audit compares pixels)."""
     ref = sets[0]
     for s in sets[1:]:
         if s.images.shape[1:] != ref.images.shape[1:]:

@@ -32,8 +32,13 @@ def lowres(images01: np.ndarray | torch.Tensor, factor: int, margin: int = 0) ->
 
     ``margin`` pixels are cut from every side first (``h = H - 2 margin``): a copy shifted or rotated with zero
     padding has black borders that would otherwise pull its source out of the candidate list (issue 15).
+    Volumes ``(N, C, D, H, W)`` likewise along their three axes (margin clipped so a voxel remains).
     """
     t = torch.as_tensor(images01, dtype=torch.float32)
+    if t.ndim == 5:
+        m = max(0, min(int(margin), (min(t.shape[2:]) - 1) // 2))
+        t = t[..., m:t.shape[-3] - m, m:t.shape[-2] - m, m:t.shape[-1] - m]
+        return normalize_rows(F.avg_pool3d(t, factor, ceil_mode=True) if factor > 1 else t, center=True)
     if margin > 0:
         t = t[..., margin:t.shape[-2] - margin, margin:t.shape[-1] - margin]
     if factor > 1:

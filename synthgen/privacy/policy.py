@@ -24,9 +24,8 @@ import numpy as np
 import torch
 
 from .calibrate import Threshold
-from .pixel import aligned_scores
 from .refine import refine_pairs
-from .scores import ScoreSettings
+from .scores import ScoreSettings, align
 
 POLICIES = ("copy", "allowed")
 
@@ -55,10 +54,9 @@ def neighbour_scores(train01: np.ndarray, patient_ids: np.ndarray, e_train: torc
     k = min(settings.candidates, int(same.sum(1).max()) - 1)
     cand = np.argsort(-sims_own, axis=1)[:, :k]
     cand = np.where(np.take_along_axis(sims_own, cand, 1) > -np.inf, cand, -1)
-    al = aligned_scores(train01[rows], train01, cand, mats, settings.max_shift, settings.ssim_top, settings.batch,
-                        settings.device)
+    al = align(train01[rows], train01, cand, mats, settings)
     pear = al["pearson"].astype(np.float64)
-    if settings.refine.top > 0:
+    if settings.refine.top > 0 and train01.ndim == 4:
         r = refine_pairs(train01[rows], train01, al["top_index"][:, :settings.refine.top], settings.refine)
         pear = np.maximum(pear, r.max(1))
     own = sims_own.max(1)

@@ -97,7 +97,9 @@ def write_report(path: str | os.PathLike, report: dict[str, Any]) -> None:
 
 
 def _show(img: np.ndarray) -> np.ndarray:
-    """``(C, H, W)`` -> ``(H, W[, 3])`` for imshow."""
+    """``(C, H, W)`` -> ``(H, W[, 3])`` for imshow; a volume ``(C, D, H, W)`` shows its central axial slice."""
+    if img.ndim == 4:
+        img = img[:, img.shape[1] // 2]
     return img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0))
 
 

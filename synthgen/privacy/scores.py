@@ -16,6 +16,7 @@ from .knn import NeighbourCache
 from .pixel import aligned_scores
 from .ratio import distance_ratio
 from .refine import RefineSettings, refine_pairs
+from .volume import aligned_scores_volume
 
 
 @dataclass
@@ -33,17 +34,36 @@ class ScoreSettings:
     # ``None``: the ``refine_quantile`` of this call's grid Pearson values (the audit sets it from the holdout)
     refine_quantile: float = 0.5
     refine_floor: float | None = None
+    # volumes (N, C, D, H, W): shift radius in voxels and the axes along which mirrored copies count
+    volume_max_shift: int = 2
+    volume_flips: tuple[int, ...] = ()
 
 
-def score_settings(pixel: Mapping[str, Any], ratio_k: int = 16, device: str = "cpu") -> ScoreSettings:
-    """:class:`ScoreSettings` from the ``privacy.pixel`` config group (``refine`` sub-group optional)."""
+def score_settings(pixel: Mapping[str, Any], ratio_k: int = 16, device: str = "cpu",
+                   volume: Mapping[str, Any] | None = None) -> ScoreSettings:
+    """:class:`ScoreSettings` from the ``privacy.pixel`` config group (``refine`` sub-group optional) and the
+    ``privacy.volume`` group (``max_shift``, ``flips``)."""
+    vol = dict(volume or {})
     ref = dict(pixel.get("refine") or {})
     q = float(ref.pop("quantile", 0.5))
     if "start_angles" in ref:
         ref["start_angles"] = tuple(float(a) for a in ref["start_angles"])
     return ScoreSettings(candidates=int(pixel.get("candidates", 8)), max_shift=int(pixel.get("max_shift", 2)),
                          ssim_top=int(pixel.get("ssim_top", 3)), batch=int(pixel.get("batch", 64)),
-                         ratio_k=int(ratio_k), device=device, refine=RefineSettings(**ref), refine_quantile=q)
+                         ratio_k=int(ratio_k), device=device, refine=RefineSettings(**ref), refine_quantile=q,
+                         volume_max_shift=int(vol.get("max_shift", 2)),
+                         volume_flips=tuple(int(a) for a in vol.get("flips") or ()))
+
+
+def align(queries01: np.ndarray, train01: np.ndarray, cand: np.ndarray, mats, settings: ScoreSettings
+          ) -> dict[str, np.ndarray]:
+    """Aligned Pearson/SSIM of queries against candidates: the 2D grid search (:func:`.pixel.aligned_scores`)
+    for ``(N, C, H, W)`` images, the 3D shift search (:func:`.volume.aligned_scores_volume`) for volumes."""
+    if queries01.ndim == 5:
+        return aligned_scores_volume(queries01, train01, cand, settings.volume_max_shift, settings.ssim_top,
+                                     max(1, settings.batch // 4), settings.volume_flips, settings.device)
+    return aligned_scores(queries01, train01, cand, mats, settings.max_shift, settings.ssim_top, settings.batch,
+                          settings.device)
 
 
 def candidate_lists(*idx_lists: np.ndarray) -> np.ndarray:
@@ -61,8 +81,8 @@ def query_scores(name: str, queries01: np.ndarray, train01: np.ndarray, cache: N
     """All neighbour-based scores of query set ``name`` (registered in ``cache``) against ``train``.
 
     Args:
-        queries01: ``(N, C, H, W)`` float ``[0, 1]``.
-        train01: ``(Nt, C, H, W)`` float ``[0, 1]``.
+        queries01: ``(N, C, H, W)`` float ``[0, 1]`` (or volumes ``(N, C, D, H, W)``: :func:`align`).
+        train01: ``(Nt, C, H, W)`` float ``[0, 1]`` (likewise).
         identity: ``(Nt,)`` patient identity of training images (duplicates merged).
         mats: warp grid for the aligned pixel search.
         prefilter: ``(min low-res Pearson, min embedding cosine)``: the aligned search runs only for queries
@@ -89,8 +109,7 @@ def query_scores(name: str, queries01: np.ndarray, train01: np.ndarray, cache: N
         searched = (ls[:, 0] >= prefilter[0]) | (es[:, 0] >= prefilter[1])
     rows = np.flatnonzero(searched)
     cand = candidate_lists(ei[rows, :k], li[rows, :k])
-    al = aligned_scores(queries01[rows], train01, cand, mats, settings.max_shift, settings.ssim_top,
-                        settings.batch, settings.device)
+    al = align(queries01[rows], train01, cand, mats, settings)
     for key in ("pearson", "ssim"):
         full = np.full(len(queries01), -1.0, np.float32)
         full[rows] = al[key]
@@ -105,7 +124,7 @@ def query_scores(name: str, queries01: np.ndarray, train01: np.ndarray, cache: N
         vals = al["pearson"][al["pearson"] > -1]
         floor = float(np.quantile(vals, settings.refine_quantile)) if len(vals) else 1.0
     out["refine_floor"] = np.asarray(floor, np.float64)
-    if settings.refine.top > 0 and len(rows):
+    if settings.refine.top > 0 and len(rows) and queries01.ndim == 4:       # (volumes: the shift search only)
         go = np.flatnonzero(al["pearson"] >= floor)
         pairs = al["top_index"][go, :settings.refine.top]
         r = refine_pairs(queries01[rows[go]], train01, pairs, settings.refine)

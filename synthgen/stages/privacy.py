@@ -31,6 +31,7 @@ import json
 import logging
 import shutil
 import sys
+import zipfile
 from pathlib import Path
 from typing import Sequence
 
@@ -52,9 +53,28 @@ class GateFailed(StageFailed):
     """A cohort-level privacy gate failed (the model, not just some samples)."""
 
 
+def _stored_ndim(path: Path) -> int:
+    """Number of axes of ``images`` in the ``.npz`` at ``path``, from the array header (nothing loaded)."""
+    try:
+        with zipfile.ZipFile(path) as zf, zf.open("images.npy") as f:
+            major, _ = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            return len(read(f)[0])
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError):
+        return -1                                    # load_split names the problem
+
+
 def _prepared_set(prepared: Path, split: str) -> ImageSet:
+    """One prepared split; volumes ``(N, C, D, H, W)`` (``data.dims=3``) are read as stored, images through
+    :func:`~synthgen.data.prepared.load_split`."""
+    path = prepared / f"{split}.npz"
+    if path.exists() and _stored_ndim(path) == 5:
+        with np.load(path, allow_pickle=False) as z:
+            x = z["images"]
+            return ImageSet(to_float01(x, path), z["labels"].reshape(-1).astype(np.int64),
+                            np.asarray(z["patient_ids"], dtype=str), str(x.dtype), str(path))
     c = load_split(prepared, split, as_float=True)
-    return ImageSet(c.images, c.labels, c.patient_ids, c.storage_dtype, str(prepared / f"{split}.npz"))
+    return ImageSet(c.images, c.labels, c.patient_ids, c.storage_dtype, str(path))
 
 
 def _read_meta(path: Path) -> dict:
