@@ -166,3 +166,35 @@ def test_checkpoints_resume_across_process_counts(runs: Path, model: str) -> Non
         full, resumed = curve(runs / model / "one", cols), curve(runs / model / run, cols)
         assert resumed.shape == full.shape, (run, resumed.shape)
         assert (np.abs(full - resumed) / np.maximum(np.abs(full), 1e-3)).max() < LOSS_RTOL, run
+
+
+@pytest.mark.parametrize("n", [60, 64, 111])
+def test_ranks_deal_out_the_one_process_batches(n: int) -> None:
+    """Batch ``k`` of one process with ``B`` images holds exactly the images of the ranks' batches ``k`` (``B/W``
+    each, positions ``r, r + W, ...``), and an epoch has the same number of batches on any process count, also
+    where the stride would need padding (n = 111: 13 global batches of 8, the last 7 images dropped on both)."""
+    from synthgen.data.resumable import EpochShuffleSampler
+
+    def batches(rank: int, world: int, b: int) -> list[list[int]]:
+        s = EpochShuffleSampler(n, seed=3, rank=rank, world_size=world)
+        s.batch = b
+        idx = s.indices(1)
+        assert len(idx) == len(s)
+        return [idx[i:i + b] for i in range(0, len(idx) - b + 1, b)]
+
+    one = batches(0, 1, 8)
+    ranks = [batches(r, 2, 4) for r in range(2)]
+    assert len(one) == len(ranks[0]) == len(ranks[1]) == n // 8
+    for k, full in enumerate(one):
+        assert full[0::2] == ranks[0][k] and full[1::2] == ranks[1][k]
+
+
+def test_gan_needs_an_even_batch_per_process() -> None:
+    from synthgen.errors import ConfigError
+    from synthgen.models.gan import ConditionalGAN
+
+    gan = ConditionalGAN(["a", "b"], [1, 16, 16], z_dim=8, g_width=8, d_width=8, embed_dim=4)
+    gan.check_distributed(3, 1)
+    gan.check_distributed(4, 2)
+    with pytest.raises(ConfigError, match="model.batch_size"):
+        gan.check_distributed(3, 2)

@@ -156,6 +156,13 @@ class ConditionalGAN(GeneratorModule):
                       prog_bar=True, on_step=True, on_epoch=False, batch_size=real.size(0),
                       sync_dist=real_slice.rows is not None)  # DDP: means over the global batch
 
+    def check_distributed(self, batch_size: int, world_size: int) -> None:
+        """Before training on ``world_size`` processes with ``batch_size`` images each: the mode-seeking pairs
+        need an even per-process batch (:meth:`fake_plan`); raises :class:`ConfigError` otherwise."""
+        if world_size > 1 and float(self.hparams.diversity_weight) > 0 and int(batch_size) % 2:
+            raise ConfigError("model.batch_size", f"{batch_size} per process on {world_size} processes: the GAN's "
+                              "mode-seeking pairs need an even per-process batch (or model.diversity_weight=0)")
+
     def fake_plan(self, y: torch.Tensor) -> tuple[torch.Tensor, BatchSlice]:
         """This rank's fake labels and their :class:`~synthgen.models.distributed.BatchSlice` in the global
         fake batch, for real labels ``y (b,)``.

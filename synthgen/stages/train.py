@@ -146,6 +146,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer.callbacks.remove(saver)
     trainer.callbacks.append(saver)
     world_size = int(trainer.world_size)  # DDP processes (devices x nodes); batch_size is per process
+    if hasattr(model, "check_distributed"):  # before any process starts: a one-line config error
+        model.check_distributed(batch_size, world_size)
     key = saver.resume_key = resume_key(cfg, prepared / "train.npz", world_size)
     state = resume_state(last, key) if cfg.train.get("resume", True) else None
     ckpt_path, start_step = state if state else (None, 0)
