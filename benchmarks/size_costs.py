@@ -1,9 +1,13 @@
 """Costs at size (issue 17 item 5): what training, sampling, evaluation, the privacy audit and the export cost at
 28/64/128/256 px (2D) and 32^3/64^3 voxels (3D), next to MONAI's equivalent measured in the same run.
 
-    python benchmarks/size_costs.py --quick            # < 10 min at one thread; writes benchmarks/size_costs.json
+    python benchmarks/size_costs.py --quick            # ~10 min of CPU at one thread; -> benchmarks/size_costs.json
     python benchmarks/size_costs.py --quick --docs     # ... and the "Costs at size" section of docs/performance.md
+    python benchmarks/size_costs.py --quick --sizes 128 --parts audit --heavy-sizes 128 --append   # one more row
     python benchmarks/size_costs.py --cuda             # adds GPU rows when torch sees a GPU (benchmarks only)
+
+``--quick`` runs the audit and evaluate parts at 28 and 64 px only (``--heavy-sizes``): today's audit alone costs
+minutes of CPU at 128 px.
 
 Every measurement runs in its own child process (``--child KIND:SIZE:PART``), so its peak RSS is its own
 (``ru_maxrss`` of the child) and a failure or timeout of one part leaves the others standing. One torch thread
@@ -393,13 +397,15 @@ def part_export(dims: int, size: int, quick: bool) -> list[dict]:
 def child(spec: str, quick: bool) -> None:
     kind, size, part = spec.split(":")
     dims, size = (2 if kind == "2d" else 3), int(size)
-    device = "cuda" if part.endswith("-cuda") else "cpu"
+    device = "cuda" if part.endswith("-cuda") else "cpu"  # 'train+sample-cuda
     part = part.removesuffix("-cuda")
     threads = _threads()
-    if part in ("train", "sample"):
-        rows = part_train_sample(dims, size, device, quick, part == "sample")
-    else:
-        rows = {"audit": part_audit, "evaluate": part_evaluate, "export": part_export}[part](dims, size, quick)
+    rows = []
+    for p in part.split("+"):  # several parts in one child: fewer interpreter starts, one RSS for them all
+        if p in ("train", "sample"):
+            rows += part_train_sample(dims, size, device, quick, p == "sample")
+        else:
+            rows += {"audit": part_audit, "evaluate": part_evaluate, "export": part_export}[p](dims, size, quick)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     for r in rows:
         r.update(kind=kind, size=size, device=device, threads=threads, peak_rss_gib=round(rss, 3))
@@ -464,25 +470,33 @@ def main() -> None:
     ap.add_argument("--cuda", action="store_true", help="add GPU rows for train/sample when a GPU is there")
     ap.add_argument("--sizes", default=",".join(map(str, SIZES_2D)))
     ap.add_argument("--volumes", default=",".join(map(str, SIZES_3D)))
-    ap.add_argument("--parts", default="train,sample,audit,evaluate,export")
-    ap.add_argument("--timeout", type=float, default=None, help="seconds per child (default 150 quick, 1800)")
+    ap.add_argument("--parts", default="train+sample,export,audit,evaluate",
+                    help="comma-separated children; 'a+b' runs parts a and b in one child (shared peak RSS)")
+    ap.add_argument("--heavy-sizes", default=None,
+                    help="2D sizes for the audit and evaluate parts (default: 28,64 with --quick, else --sizes); "
+                         "the audit at 128 px alone is minutes of CPU today")
+    ap.add_argument("--timeout", type=float, default=None, help="seconds per child (default 600 quick, 1800)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "size_costs.json"))
     ap.add_argument("--docs", action="store_true", help="write the table into docs/performance.md")
+    ap.add_argument("--append", action="store_true", help="add to the rows already in --out (same shape, part, "
+                    "variant and device replaced): build the table in several sittings")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         child(a.child, a.quick)
         return
-    timeout = a.timeout or (150 if a.quick else 1800)
+    timeout = a.timeout or (600 if a.quick else 1800)
     parts = [p for p in a.parts.split(",") if p]
-    specs = [f"2d:{s}:{p}" for s in a.sizes.split(",") if s for p in parts]
+    sizes = [s for s in a.sizes.split(",") if s]
+    heavy = [s for s in (a.heavy_sizes or ("28,64" if a.quick else a.sizes)).split(",") if s in sizes]
+    specs = [f"2d:{s}:{p}" for s in sizes for p in parts if s in heavy or p not in ("audit", "evaluate")]
     specs += [f"3d:{v}:{p}" for v in a.volumes.split(",") if v for p in parts]
     if a.cuda:
         import torch
 
         if torch.cuda.is_available():
-            specs += [f"2d:{s}:{p}-cuda" for s in a.sizes.split(",") if s for p in ("train", "sample")]
-            specs += [f"3d:{v}:{p}-cuda" for v in a.volumes.split(",") if v for p in ("train", "sample")]
+            specs += [f"2d:{s}:train+sample-cuda" for s in a.sizes.split(",") if s]
+            specs += [f"3d:{v}:train+sample-cuda" for v in a.volumes.split(",") if v]
         else:
             print("--cuda: torch sees no GPU; CPU rows only", flush=True)
     rows: list[dict] = []
@@ -500,6 +514,13 @@ def main() -> None:
     machine = (f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
                f"{torch.__version__}, load average {os.getloadavg()[0]:.1f} at the end, total "
                f"{time.perf_counter() - t0:.0f} s wall.")
+    if a.append and Path(a.out).exists():
+        def key(r: dict) -> tuple:
+            return r["kind"], r["size"], r["part"], r["variant"], r.get("device", "cpu")
+
+        new = {key(r) for r in rows}
+        old = [r for r in json.loads(Path(a.out).read_text(encoding="utf-8"))["rows"] if key(r) not in new]
+        rows = sorted(old + rows, key=lambda r: (r["kind"], r["size"], r["part"]))
     Path(a.out).write_text(json.dumps({"machine": machine, "quick": a.quick, "rows": rows}, indent=1) + "\n",
                            encoding="utf-8")
     table = markdown(rows)
