@@ -225,10 +225,10 @@ def part_train_sample(dims: int, size: int, device: str, quick: bool, sample: bo
         batch = {28: 64, 64: 32, 128: 8, 256: 2}[size] // (2 if quick else 1) or 1
         ours, note = _ours(size)
         bf16 = bool(ours.hparams.autocast)
-        channels, blocks = [int(c) for c in ours.hparams.channels], int(ours.hparams.blocks_per_level)
+        channels = [int(c) for c in ours.hparams.channels]
     else:
         batch = {32: 2, 64: 1}[size]
-        ours, note, bf16, channels, blocks = None, "", True, [32, 64, 64], 1
+        ours, note, bf16, channels = None, "", True, [32, 64, 64]
         try:
             from synthgen.models import unet3d  # noqa: F401  (the volmodel helper's module, when merged)
             note = "synthgen.models.unet3d present: not wired into this harness yet"
