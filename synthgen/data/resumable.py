@@ -3,7 +3,12 @@ uninterrupted run would have seen.
 
 * :class:`EpochShuffleSampler`: epoch ``e`` visits ``randperm(n)`` drawn from a generator seeded by
   ``(seed, e)`` only, never from state carried over from earlier epochs, so any epoch can be rebuilt alone.
-  Under DDP every rank takes its own stride of the same (padded) permutation, like ``DistributedSampler``.
+  Under DDP every rank takes its own stride of the same permutation, like ``DistributedSampler``; with
+  ``drop_last`` (the training loader) the permutation is cut to whole *global* batches first, so ``W`` ranks with
+  ``B / W`` images each see, batch by batch, the images one process with ``B`` sees (global batch ``k`` is
+  ``order[kB:(k+1)B]``; rank ``r`` holds its entries ``r, r + W, ...``) and an epoch has the same number of batches
+  on any process count. The loader's position is kept against the global batch size, so a checkpoint resumes on
+  another process count.
 * :class:`ClassBalancedSampler`: tempered class-balanced draws instead (``train.class_balance`` = ``b`` in
   ``(0, 1]``): every slot of epoch ``e`` (still ``n`` slots, so epochs keep their length) picks class ``c`` with
   probability ``p_c`` proportional to ``n_c ** (1 - b)`` (``b = 0``: the data frequencies; ``b = 1``: uniform over
@@ -48,8 +53,12 @@ class EpochShuffleSampler(Sampler[int]):
     entry from ``rank``. Rank and world size are read from ``torch.distributed`` when not given.
 
     ``epoch`` and ``start`` (indices of the next iteration to skip, one use only) are set by
-    :class:`ResumableLoader`. There is deliberately no ``set_epoch`` (see the module docstring).
+    :class:`ResumableLoader`, and so is ``batch`` (per-rank batch size of a ``drop_last`` loader: the
+    permutation is then cut to whole global batches of ``batch * world`` before it is dealt out, when it holds
+    at least one). There is deliberately no ``set_epoch`` (see the module docstring).
     """
+
+    batch: int | None = None
 
     def __init__(self, n: int, seed: int, shuffle: bool = True, rank: int | None = None,
                  world_size: int | None = None):
@@ -75,6 +84,9 @@ class EpochShuffleSampler(Sampler[int]):
         """This rank's indices of ``epoch``, in visiting order."""
         rank, world = self._rank_world()
         order = self.order(epoch)
+        whole = self._whole_batches(world)
+        if whole:
+            return order[rank:whole:world]
         total = len(self) * world
         order = (order * math.ceil(total / max(1, self.n)))[:total] if self.n else []
         return order[rank:total:world]
@@ -83,8 +95,15 @@ class EpochShuffleSampler(Sampler[int]):
         start, self.start = self.start, 0
         return iter(self.indices(self.epoch)[start:])
 
+    def _whole_batches(self, world: int) -> int:
+        """Entries of an epoch in whole global batches (0: no ``batch`` set, or fewer than one batch)."""
+        per = int(self.batch or 0) * world
+        return (self.n // per) * per if per else 0
+
     def __len__(self) -> int:
-        return math.ceil(self.n / self._rank_world()[1])
+        world = self._rank_world()[1]
+        whole = self._whole_batches(world)
+        return whole // world if whole else math.ceil(self.n / world)
 
 
 def class_mixture(counts: np.ndarray, class_balance: float) -> np.ndarray:
@@ -132,7 +151,8 @@ class ResumableLoader(DataLoader):
 
     With ``labels`` ``(n,)`` and ``class_balance > 0`` the sampler is a :class:`ClassBalancedSampler`.
 
-    ``state_dict()`` -> ``{"epoch", "batches", "seed", "n", "batch_size"}`` (+ ``"class_balance"`` when > 0);
+    ``state_dict()`` -> ``{"epoch", "batches", "seed", "n", "batch_size"}`` (global batch size;
+    + ``"class_balance"`` when > 0);
     ``load_state_dict`` of a state with another seed, size, batch size or class balance is ignored (the stream
     then starts again at epoch 0). An iterator left before the end of its epoch (``limit_train_batches``, a
     stop) is continued by the next one.
@@ -147,6 +167,8 @@ class ResumableLoader(DataLoader):
             sampler: EpochShuffleSampler = ClassBalancedSampler(labels, seed, class_balance)
         else:
             sampler = EpochShuffleSampler(len(dataset), seed, shuffle)  # type: ignore[arg-type]
+        if drop_last:
+            sampler.batch = int(batch_size)
         super().__init__(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
                          num_workers=num_workers, **kwargs)
         self._epoch = 0                  # epoch of the current (or last) iterator
@@ -154,8 +176,9 @@ class ResumableLoader(DataLoader):
         self._pending: dict[str, int] | None = None  # a loaded position not yet used
 
     def _key(self) -> dict[str, Any]:
+        # the global batch size: a position saved by W ranks resumes on any other count (module docstring)
         key: dict[str, Any] = {"seed": int(self.sampler.seed), "n": int(self.sampler.n),
-                               "batch_size": int(self.batch_size)}
+                               "batch_size": int(self.batch_size) * int(self.sampler._rank_world()[1])}
         balance = float(getattr(self.sampler, "class_balance", 0.0))
         if balance > 0:
             key["class_balance"] = balance

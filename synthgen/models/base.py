@@ -6,10 +6,13 @@ model draws for sample ``i`` comes from a ``torch.Generator`` seeded with ``seed
 regenerated alone, in any batch, on any number of devices.
 
 Training randomness follows the same rule (:meth:`GeneratorModule.training_generator`): every draw of training
-batch ``b`` comes from CPU generators seeded by ``(seed, stream, rank, b)``, where ``b`` counts the training
-batches this module has started and is saved in, and restored from, every Lightning checkpoint. That counter is
-the whole random state of training, so a run resumed from a checkpoint taken at any batch boundary draws exactly
-what the uninterrupted run drew, under DDP too (every rank holds the same counter).
+batch ``b`` comes from CPU generators seeded by ``(seed, stream, b)``, where ``b`` counts the training batches
+this module has started and is saved in, and restored from, every Lightning checkpoint. That counter is the
+whole random state of training, so a run resumed from a checkpoint taken at any batch boundary draws exactly
+what the uninterrupted run drew. The streams do not depend on the rank: under DDP every rank draws the values of
+the whole global batch and keeps its own rows (:mod:`synthgen.models.distributed`), so ``W`` processes with
+``B / W`` images each draw what one process with ``B`` images draws, and a checkpoint resumes on another process
+count. Only torch's global RNG (UNet dropout) is reseeded per rank (``(seed, "global", rank, b)``).
 """
 
 from __future__ import annotations
@@ -59,8 +62,9 @@ class GeneratorModule(L.LightningModule):
 
     def training_generator(self, stream: str) -> torch.Generator:
         """The CPU generator of draw ``stream`` (e.g. ``"noise"``, ``"latent"``, ``"augment"``) for the current
-        training batch, seeded by ``(training_seed, stream, global_rank, batch counter)``; repeated calls within
-        a batch continue the same stream. Draw on CPU and move to the device: the values are then the same on
+        training batch, seeded by ``(training_seed, stream, batch counter)`` (rank 0's seed on every rank: draw
+        for the global batch and keep this rank's rows, :func:`~synthgen.models.distributed.batch_slice`);
+        repeated calls within a batch continue the same stream. Draw on CPU and move to the device: the values are then the same on
         every device type. Outside a training batch (no :meth:`on_train_batch_start` yet) the counter's current
         value is used."""
         if self._rng_streams is None:
@@ -69,7 +73,7 @@ class GeneratorModule(L.LightningModule):
         if g is None:
             batch = self.rng_batches if self._rng_batch is None else self._rng_batch
             g = torch.Generator(device="cpu").manual_seed(
-                stream_seed(self.training_seed, stream, self.global_rank, batch))
+                stream_seed(self.training_seed, stream, 0, batch))
             self._rng_streams[stream] = g
         return g
 

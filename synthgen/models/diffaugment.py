@@ -20,20 +20,32 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-Gen = torch.Generator | None
+from .distributed import RowDraws, draw_rows
+
+Gen = torch.Generator | RowDraws | None
 
 
 def _rand(x: torch.Tensor, shape: Sequence[int], generator: Gen) -> torch.Tensor:
-    """``U[0, 1)`` of ``shape`` in ``x``'s dtype on ``x``'s device (drawn on CPU from ``generator`` if given)."""
+    """``U[0, 1)`` of ``shape`` in ``x``'s dtype on ``x``'s device (drawn on CPU from ``generator`` if given;
+    a :class:`~synthgen.models.distributed.RowDraws`: drawn for the global batch, this rank's rows kept)."""
     if generator is None:
         return torch.rand(tuple(shape), device=x.device, dtype=x.dtype)
+    if isinstance(generator, RowDraws):
+        g = generator.generator
+        return draw_rows(tuple(shape), generator.slice, lambda s: torch.rand(s, generator=g)).to(
+            device=x.device, dtype=x.dtype)
     return torch.rand(tuple(shape), generator=generator).to(device=x.device, dtype=x.dtype)
 
 
 def _randint(x: torch.Tensor, low: int, high: int, shape: Sequence[int], generator: Gen) -> torch.Tensor:
-    """Integers in ``[low, high)`` of ``shape`` on ``x``'s device (drawn on CPU from ``generator`` if given)."""
+    """Integers in ``[low, high)`` of ``shape`` on ``x``'s device (drawn on CPU from ``generator`` if given;
+    a :class:`~synthgen.models.distributed.RowDraws` as in :func:`_rand`)."""
     if generator is None:
         return torch.randint(low, high, tuple(shape), device=x.device)
+    if isinstance(generator, RowDraws):
+        g = generator.generator
+        return draw_rows(tuple(shape), generator.slice, lambda s: torch.randint(low, high, s, generator=g)).to(
+            x.device)
     return torch.randint(low, high, tuple(shape), generator=generator).to(x.device)
 
 

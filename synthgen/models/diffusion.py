@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..sampling import CosineSchedule, get_sampler, guided_denoiser
 from .base import GeneratorModule, seeded_noise
+from .distributed import batch_slice, draw_rows
 from .unet import ClassConditionalUNet
 
 
@@ -57,9 +58,9 @@ class DiffusionModule(GeneratorModule):
         ema_decay: decay of the weight EMA used for sampling.
         autocast: run the network under bf16 autocast.
         max_batch: largest batch one network call sees in :meth:`generate` (memory bound only).
-        seed: seeds the training noise: training batch ``b`` on rank ``r`` draws its timesteps, noise and
-            label dropout from a CPU generator seeded by ``(seed, "noise", r, b)``
-            (:meth:`~synthgen.models.base.GeneratorModule.training_generator`; ``b`` is checkpointed), and
+        seed: seeds the training noise: training batch ``b`` draws its timesteps, noise and label dropout for
+            the global batch from a CPU generator seeded by ``(seed, "noise", b)`` and each DDP rank keeps its
+            rows (:meth:`~synthgen.models.base.GeneratorModule.training_generator`; ``b`` is checkpointed), and
             UNet dropout from the global RNG reseeded by ``(seed, "global", r, b)``: never from leftover
             global RNG state or Lightning's batch index, so a resumed run draws what an uninterrupted one drew.
         name: generator name recorded in the generated cohort's metadata.
@@ -129,12 +130,14 @@ class DiffusionModule(GeneratorModule):
         images, labels = self._unpack(batch)
         n, dev = images.shape[0], images.device
         g = self.training_generator("noise")  # CPU draws: the same values on any device, resumable
-        t = torch.randint(0, self.schedule.num_timesteps, (n,), generator=g).to(dev)
-        eps = torch.randn(tuple(images.shape), generator=g).to(dev)
-        drop = (torch.rand(n, generator=g) < self.hparams.label_dropout).to(dev)
+        sl = batch_slice(n)  # draws for the global batch, this rank's rows (all of them with one process)
+        t = draw_rows((n,), sl, lambda s: torch.randint(0, self.schedule.num_timesteps, s, generator=g)).to(dev)
+        eps = draw_rows(tuple(images.shape), sl, lambda s: torch.randn(s, generator=g)).to(dev)
+        drop = (draw_rows((n,), sl, lambda s: torch.rand(s, generator=g)) < self.hparams.label_dropout).to(dev)
         labels = torch.where(drop, torch.full_like(labels, self.null_label), labels.long())
         loss = self.diffusion_loss(images, labels, t, eps).mean()
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n,
+                 sync_dist=sl.rows is not None)  # DDP: the global batch's mean loss
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:

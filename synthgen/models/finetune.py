@@ -112,7 +112,8 @@ def run_finetune(cfg: DictConfig, model: L.LightningModule, images: np.ndarray, 
     trainer_cfg = OmegaConf.merge(cfg.trainer, {
         "max_steps": int(main_step) + int(settings["steps"]) * int(steps_per_batch), "max_epochs": -1,
         "max_time": None, "limit_val_batches": 0, "num_sanity_val_steps": 0})
-    trainer = build_trainer(trainer_cfg, [ScaleLearningRates(settings["lr_factor"]), saver], models_dir)
+    trainer = build_trainer(trainer_cfg, [ScaleLearningRates(settings["lr_factor"]), saver], models_dir,
+                            manual_optimization=not model.automatic_optimization)
     loader = train_loader(images[mask], labels[mask], batch_size, int(cfg.seed) + FINETUNE_SEED_OFFSET,
                           int(cfg.train.get("num_workers") or 0))
     t0 = time.perf_counter()

@@ -34,17 +34,23 @@ def train_loader(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: 
                            num_workers=num_workers, labels=labels, class_balance=class_balance)
 
 
-def build_trainer(trainer_cfg: DictConfig, callbacks: list[L.Callback], root: Path, logger: Any = False
-                  ) -> L.Trainer:
+def build_trainer(trainer_cfg: DictConfig, callbacks: list[L.Callback], root: Path, logger: Any = False,
+                  manual_optimization: bool = False) -> L.Trainer:
     """``lightning.Trainer`` from the ``trainer`` group plus the stage's callbacks and ``logger`` (dvclive's,
     :mod:`synthgen.models.progress`); a rich progress bar only on a terminal; no default ModelCheckpoint:
     :class:`ResumeCheckpoint` replaces it; no DistributedSampler: the training loader's sampler splits epochs
-    over DDP ranks itself, resumably."""
+    over DDP ranks itself, resumably.
+
+    ``manual_optimization`` (the GAN) with ``trainer.strategy: ddp``: DDP is told to expect parameters without
+    a gradient (``ddp_find_unused_parameters_true``): the discriminator step's backward reaches no generator
+    weight, which plain DDP rejects."""
     from hydra.utils import instantiate
 
     kwargs = OmegaConf.to_container(trainer_cfg, resolve=True)
     kwargs.setdefault("_target_", "lightning.pytorch.Trainer")
     kwargs["use_distributed_sampler"] = False
+    if manual_optimization and kwargs.get("strategy") == "ddp":
+        kwargs["strategy"] = "ddp_find_unused_parameters_true"
     bar, kwargs["enable_progress_bar"] = progress_bar(bool(kwargs.get("enable_progress_bar", True)))
     return instantiate(kwargs, callbacks=[*callbacks, *bar], logger=logger, enable_checkpointing=False,
                        default_root_dir=str(root), _convert_="all")

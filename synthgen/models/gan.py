@@ -14,10 +14,18 @@ an exponential moving average of the generator weights is updated (the discrimin
 sampling uses the EMA generator in eval mode with BatchNorm statistics recomputed for the EMA weights
 (:meth:`prepare_for_sampling`).
 
-Randomness: training batch ``b`` on rank ``r`` draws its latents from the CPU generator of stream
-``"latent"`` and its DiffAugment transforms from stream ``"augment"``, both seeded by ``(seed, stream, r, b)``
+Randomness: training batch ``b`` draws its latents from the CPU generator of stream ``"latent"`` and its
+DiffAugment transforms from stream ``"augment"``, both seeded by ``(seed, stream, b)``
 (:meth:`~synthgen.models.base.GeneratorModule.training_generator`, ``b`` checkpointed): a run resumed from any
 batch boundary draws what the uninterrupted run drew.
+
+DDP (:mod:`synthgen.models.distributed`): ``W`` processes with ``B / W`` real images each train as one process
+with ``B``, up to float summation order. The real labels are gathered so that every rank builds the global fake
+batch (the mode-seeking pairs included) and keeps its share of it (:meth:`fake_plan`); latents and DiffAugment
+transforms are drawn for the global real and fake batches and sliced; the generator's BatchNorm statistics are
+over the global batch (:class:`~synthgen.models.distributed.DistBatchNorm2d`, CPU and GPU); the mode-seeking
+ratio's means are all-reduced. Not global: the discriminator's minibatch-stddev feature (``mbstd_group > 0``)
+groups images within a rank.
 """
 
 from __future__ import annotations
@@ -30,7 +38,9 @@ import torch
 import torch.nn.functional as F
 
 from .base import GeneratorModule, seeded_noise
+from ..errors import ConfigError
 from .diffaugment import diff_augment, parse_policy
+from .distributed import BatchSlice, RowDraws, all_reduce_sum, batch_slice, draw_rows, gather_global, world
 from .gan_nets import Generator, ProjectionDiscriminator
 
 log = logging.getLogger(__name__)
@@ -108,7 +118,8 @@ class ConditionalGAN(GeneratorModule):
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
                               enabled=bool(self.hparams.autocast))
 
-    def _d(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def _d(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | RowDraws | None = None
+           ) -> torch.Tensor:
         """``D(T(x), y)`` ``(N,)`` float32; ``T``'s draws come from ``generator`` (None: torch's global RNG)."""
         with self._autocast():
             return self.discriminator(diff_augment(x, self.hparams.diffaugment, generator=generator), y).float()
@@ -119,14 +130,21 @@ class ConditionalGAN(GeneratorModule):
         real = real * 2 - 1
         opt_g, opt_d = self.optimizers()
         aug = self.training_generator("augment")
-        z, y_fake, fake = self.fake_batch(y, generator=self.training_generator("latent"))
+        y_fake, fake_slice = self.fake_plan(y)
+        z, fake = self._fakes(y_fake, fake_slice, self.training_generator("latent"))
+        # DDP: DiffAugment draws for the global real and fake batches, this rank's rows (module docstring).
+        real_slice = batch_slice(real.size(0))
+        aug_real, aug_fake = ((aug, aug) if real_slice.rows is None
+                              else (RowDraws(aug, real_slice), RowDraws(aug, fake_slice)))
         # One generator pass serves both steps: detached for D, then through the updated D for G.
-        loss_d, d_real, d_fake = self.discriminator_loss(real, y, fake.detach(), y_fake, generator=aug)
+        loss_d, d_real, d_fake = self.discriminator_loss(real, y, fake.detach(), y_fake, generator=aug_real,
+                                                         fake_generator=aug_fake)
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(loss_d)
         opt_d.step()
 
-        loss_g, loss_adv, ratio = self.generator_loss(fake, y_fake, z, generator=aug)
+        loss_g, loss_adv, ratio = self.generator_loss(fake, y_fake, z, generator=aug_fake,
+                                                      pairs_total=fake_slice.total // 2)
         logs = {} if ratio is None else {"ms_ratio": ratio.detach()}
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss_g)
@@ -135,45 +153,101 @@ class ConditionalGAN(GeneratorModule):
 
         self.log_dict({"loss_d": loss_d.detach(), "loss_g": loss_adv.detach(),
                        "d_real": d_real.detach().mean(), "d_fake": d_fake.detach().mean(), **logs},
-                      prog_bar=True, on_step=True, on_epoch=False, batch_size=real.size(0))
+                      prog_bar=True, on_step=True, on_epoch=False, batch_size=real.size(0),
+                      sync_dist=real_slice.rows is not None)  # DDP: means over the global batch
+
+    def check_distributed(self, batch_size: int, world_size: int) -> None:
+        """Before training on ``world_size`` processes with ``batch_size`` images each: the mode-seeking pairs
+        need an even per-process batch (:meth:`fake_plan`); raises :class:`ConfigError` otherwise."""
+        if world_size > 1 and float(self.hparams.diversity_weight) > 0 and int(batch_size) % 2:
+            raise ConfigError("model.batch_size", f"{batch_size} per process on {world_size} processes: the GAN's "
+                              "mode-seeking pairs need an even per-process batch (or model.diversity_weight=0)")
+
+    def fake_plan(self, y: torch.Tensor) -> tuple[torch.Tensor, BatchSlice]:
+        """This rank's fake labels and their :class:`~synthgen.models.distributed.BatchSlice` in the global
+        fake batch, for real labels ``y (b,)``.
+
+        The global fake batch is built from the global real labels ``Y (B,)`` (gathered over DDP ranks): with
+        the mode-seeking loss on, pairs ``(i, i + B/2)`` share a label (``Y_fake = [Y[:B/2], Y[:B/2]]``),
+        otherwise ``Y_fake = Y``. One process keeps all rows. Under DDP rank ``r`` keeps the pairs
+        ``i = r, r + W, ...`` (both members, so its pairs stay local: rows ``[i..., i + B/2...]``), or without
+        pairs rows ``r, r + W, ...``.
+
+        Raises:
+            ConfigError: pairs under DDP whose ``B/2`` is not a multiple of the process count ``W`` (the ranks
+                would hold unequal shares; use a per-device batch size that is even).
+        """
+        y_all = gather_global(y)
+        half = y_all.size(0) // 2
+        paired = float(self.hparams.diversity_weight) > 0 and half > 0
+        y_fake = torch.cat([y_all[:half], y_all[:half]]) if paired else y_all
+        rank, w = world()
+        if w == 1:
+            return y_fake, BatchSlice(y_fake.size(0), None)
+        if paired:
+            if half % w:
+                raise ConfigError("model.batch_size", f"the mode-seeking pairs need half the global batch "
+                                  f"({half}) to be a multiple of the {w} processes: use an even per-device batch")
+            i = torch.arange(rank, half, w, dtype=torch.long)
+            rows = torch.cat([i, i + half])
+        else:
+            rows = torch.arange(y.size(0), dtype=torch.long) * w + rank
+        sl = BatchSlice(y_fake.size(0), rows)
+        return sl.take(y_fake), sl
+
+    def _fakes(self, y_fake: torch.Tensor, sl: BatchSlice, generator: torch.Generator | None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(z, G(z, y_fake))`` for this rank's fake labels; ``z`` drawn for the global fake batch from
+        ``generator`` (on CPU) and sliced, or from torch's global RNG on the module's device (None)."""
+        if generator is None:
+            z = torch.randn(y_fake.size(0), self.hparams.z_dim, device=self.device)
+        else:
+            z = draw_rows((y_fake.size(0), int(self.hparams.z_dim)), sl,
+                          lambda s: torch.randn(s, generator=generator)).to(self.device)
+        with self._autocast():
+            fake = self.generator(z, y_fake).float()
+        return z, fake
 
     def fake_batch(self, y: torch.Tensor, generator: torch.Generator | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(z (N, Z), y_fake (N,), fake (N, C, H, W) in (-1, 1) float32)`` for real labels ``y (N,)``.
 
         With the mode-seeking loss on, the fakes come in pairs ``(i, i + N/2)`` sharing a label
-        (``y_fake = [y[:N/2], y[:N/2]]``); otherwise ``y_fake = y``. ``z ~ N(0, I)`` is drawn on CPU from
-        ``generator`` (None: torch's global RNG, on the module's device)."""
-        half = y.size(0) // 2
-        paired = float(self.hparams.diversity_weight) > 0 and half > 0
-        y_fake = torch.cat([y[:half], y[:half]]) if paired else y
-        if generator is None:
-            z = torch.randn(y_fake.size(0), self.hparams.z_dim, device=self.device)
-        else:
-            z = torch.randn(y_fake.size(0), self.hparams.z_dim, generator=generator).to(self.device)
-        with self._autocast():
-            fake = self.generator(z, y_fake).float()
+        (``y_fake = [y[:N/2], y[:N/2]]``); otherwise ``y_fake = y`` (under DDP: this rank's part of the global
+        fake batch, :meth:`fake_plan`). ``z ~ N(0, I)`` is drawn on CPU from ``generator`` (None: torch's
+        global RNG, on the module's device)."""
+        y_fake, sl = self.fake_plan(y)
+        z, fake = self._fakes(y_fake, sl, generator)
         return z, y_fake, fake
 
     def discriminator_loss(self, real: torch.Tensor, y: torch.Tensor, fake: torch.Tensor, y_fake: torch.Tensor,
-                           generator: torch.Generator | None = None
+                           generator: torch.Generator | RowDraws | None = None,
+                           fake_generator: torch.Generator | RowDraws | None = None
                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Hinge loss ``E[relu(1 - D(T(x)))] + E[relu(1 + D(T(G(z))))]`` and the two score vectors
-        (``T``'s draws from ``generator``)."""
-        d_real, d_fake = self._d(real, y, generator), self._d(fake, y_fake, generator)
+        (``T``'s draws from ``generator``; for the fakes from ``fake_generator`` when given)."""
+        d_real = self._d(real, y, generator)
+        d_fake = self._d(fake, y_fake, generator if fake_generator is None else fake_generator)
         return F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean(), d_real, d_fake
 
     def generator_loss(self, fake: torch.Tensor, y_fake: torch.Tensor, z: torch.Tensor,
-                       generator: torch.Generator | None = None
+                       generator: torch.Generator | RowDraws | None = None, pairs_total: int | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``(L_G, adversarial part, mode-seeking ratio or None)`` for a :meth:`fake_batch` (``T``'s draws
-        from ``generator``)."""
+        from ``generator``). Under DDP (``pairs_total`` = pairs in the global fake batch) the ratio's two means
+        are over all ranks' pairs (differentiable all-reduce), as one process computes them."""
         loss_adv = -self._d(fake, y_fake, generator).mean()
         half = fake.size(0) // 2
         div_w = float(self.hparams.diversity_weight)
         if div_w <= 0 or half == 0:
             return loss_adv, loss_adv, None
-        ratio = mode_seeking_ratio(fake[:half], fake[half:], z[:half], z[half:])
+        if world()[1] == 1:
+            ratio = mode_seeking_ratio(fake[:half], fake[half:], z[:half], z[half:])
+        else:
+            pairs = int(pairs_total or half * world()[1])
+            dx = all_reduce_sum((fake[:half] - fake[half:]).abs().sum()) / (pairs * fake[0].numel())
+            dz = all_reduce_sum((z[:half] - z[half:]).abs().sum()) / (pairs * z[0].numel())
+            ratio = dx / dz.clamp_min(1e-8)
         return loss_adv + div_w / (ratio + 1e-5), loss_adv, ratio
 
     def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
@@ -206,6 +280,7 @@ class ConditionalGAN(GeneratorModule):
         for m in bns:
             m.reset_running_stats()
             m.momentum = None  # cumulative moving average
+            m.sync = False  # DistBatchNorm2d: every DDP rank feeds the same seeded batch here
         g.train()
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
         for _ in range(batches):

@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from .distributed import DistBatchNorm2d
+
 
 def upsampling_plan(side: int) -> tuple[int, int]:
     """``(base_side, n_steps)`` with ``base_side * 2**n_steps == side`` and ``base_side >= 4``.
@@ -39,7 +41,7 @@ class ConditionalBatchNorm2d(nn.Module):
 
     def __init__(self, channels: int, n_classes: int):
         super().__init__()
-        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.bn = DistBatchNorm2d(channels, affine=False)
         self.gain = nn.Embedding(n_classes, channels)
         self.bias = nn.Embedding(n_classes, channels)
         nn.init.ones_(self.gain.weight)
@@ -59,7 +61,7 @@ class LatentConditionalBatchNorm2d(nn.Module):
 
     def __init__(self, channels: int, cond_dim: int):
         super().__init__()
-        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.bn = DistBatchNorm2d(channels, affine=False)
         self.gain = nn.Linear(cond_dim, channels, bias=False)
         self.bias = nn.Linear(cond_dim, channels, bias=False)
 
@@ -120,7 +122,7 @@ class Generator(nn.Module):
             self.fc = nn.Linear(self.z_chunks[0] + embed_dim, chans[0] * self.base * self.base)
         cond = embed_dim + self.z_chunks[1] if hierarchical_z else 0
         self.blocks = nn.ModuleList(GBlock(chans[i], chans[i + 1], n_classes, cond) for i in range(steps))
-        self.bn_out = nn.BatchNorm2d(chans[-1])
+        self.bn_out = DistBatchNorm2d(chans[-1])
         self.conv_out = nn.Conv2d(chans[-1], channels, 3, padding=1)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

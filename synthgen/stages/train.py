@@ -74,11 +74,17 @@ def build_model(model_cfg: DictConfig | dict, class_names: list[str], image_shap
     return model
 
 
-def resume_key(cfg: DictConfig, train_file: Path) -> str:
+def resume_key(cfg: DictConfig, train_file: Path, world_size: int = 1) -> str:
     """What a resumable checkpoint must match: model config, seed, the exact training images and a non-zero
-    ``train.class_balance`` (left out at 0, so checkpoints written before the option still resume)."""
-    ident = {"model": OmegaConf.to_container(cfg.model, resolve=True), "seed": int(cfg.seed),
-             "train_sha256": sha256_file(train_file)}
+    ``train.class_balance`` (left out at 0, so checkpoints written before the option still resume).
+
+    ``model.batch_size`` is per device: with ``world_size`` > 1 processes the key holds the global batch
+    (``batch_size * world_size``) instead, so that a checkpoint resumes on another process count at the same
+    global batch (2 processes x 32 <-> 1 process x 64); one process keeps the config as it is."""
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    if int(world_size) > 1:
+        model["batch_size"] = int(model.get("batch_size") or 64) * int(world_size)
+    ident = {"model": model, "seed": int(cfg.seed), "train_sha256": sha256_file(train_file)}
     balance = float(cfg.train.get("class_balance") or 0.0)
     if balance > 0:
         ident["class_balance"] = balance
@@ -127,29 +133,33 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     model = build_model(cfg.model, class_names, image_shape)
     models_dir = Path(cfg.paths.models)
     models_dir.mkdir(parents=True, exist_ok=True)
-    key = resume_key(cfg, prepared / "train.npz")
     last = models_dir / "last.ckpt"
-    state = resume_state(last, key) if cfg.train.get("resume", True) else None
-    ckpt_path, start_step = state if state else (None, 0)
-    if state:
-        log.info("resuming from %s at global step %d", ckpt_path, start_step)
-    elif last.exists():  # another config (or resume off): keep it, never overwrite it
-        aside = move_aside(last)
-        log.warning("%s belongs to another config or train.resume is off: moved it to %s and training from "
-                    "scratch", last, aside)
-
     every_n = cfg.train.get("checkpoint_every_n_batches")
-    saver = ResumeCheckpoint(last, key, every_s=cfg.train.get("checkpoint_every_s", 60),
+    saver = ResumeCheckpoint(last, "", every_s=cfg.train.get("checkpoint_every_s", 60),
                              every_n_batches=int(every_n) if every_n else None)
     curve = LossCurve(Path(cfg.paths.reports) / "train_losses.csv",
                       every_n_batches=int(cfg.trainer.get("log_every_n_steps") or 25))
     # The curve before the saver: a checkpoint then holds the curve row of the batch it was written at.
-    live_dir = Path(cfg.paths.reports) / "live" / "train"
-    logger = live_logger(live_dir, resume=ckpt_path is not None)
-    trainer = build_trainer(cfg.trainer, [curve, saver], models_dir, logger)
+    trainer = build_trainer(cfg.trainer, [curve, saver], models_dir,
+                            manual_optimization=not model.automatic_optimization)
     # ... and after Lightning's Timer, so that the batch where max_time runs out is saved as the last one.
     trainer.callbacks.remove(saver)
     trainer.callbacks.append(saver)
+    world_size = int(trainer.world_size)  # DDP processes (devices x nodes); batch_size is per process
+    if hasattr(model, "check_distributed"):  # before any process starts: a one-line config error
+        model.check_distributed(batch_size, world_size)
+    key = saver.resume_key = resume_key(cfg, prepared / "train.npz", world_size)
+    state = resume_state(last, key) if cfg.train.get("resume", True) else None
+    ckpt_path, start_step = state if state else (None, 0)
+    if state:
+        log.info("resuming from %s at global step %d", ckpt_path, start_step)
+    elif last.exists() and trainer.is_global_zero:  # another config (or resume off): keep it, never overwrite it
+        aside = move_aside(last)
+        log.warning("%s belongs to another config or train.resume is off: moved it to %s and training from "
+                    "scratch", last, aside)
+
+    live_dir = Path(cfg.paths.reports) / "live" / "train"
+    trainer.logger = live_logger(live_dir, resume=ckpt_path is not None)
 
     workers = int(cfg.train.get("num_workers") or 0)
     balance = float(cfg.train.get("class_balance") or 0.0)
@@ -190,7 +200,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "budget": budget,
         "resumed_from_step": int(start_step),
         "batches_this_run": int(batches_this_run),
-        "train_images_per_s": round(batches_this_run * batch_size / max(fit_s, 1e-9), 2),
+        "train_images_per_s": round(batches_this_run * batch_size * world_size / max(fit_s, 1e-9), 2),
         "fit_seconds": round(fit_s, 1),
         "stage_seconds": round(time.perf_counter() - t_start, 1),
         "final": {k: round(float(v), 5) for k, v in sorted(trainer.callback_metrics.items())
