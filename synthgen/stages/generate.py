@@ -34,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
 from .. import __version__
+from ..data.dims import axial_preview
 from ..data.prepared import load_meta, load_split
 from ..data.transforms import dequantize, quantize
 from ..errors import InputError
@@ -260,8 +261,8 @@ def generate(cfg: DictConfig) -> Path | None:
                  guidance=plan.guidance.astype(np.float32), boost_candidate=plan.candidate.astype(bool))
         (tmp / "cohort.json").write_text(dumps_json(record), encoding="utf-8")
     real = load_split(cfg.paths.prepared, "train")
-    sample_grid(Path(cfg.paths.reports) / "samples.png", model.class_names, real.images, real.labels,
-                dequantize(images), plan.labels, columns=int(gen_cfg.get("grid_columns", 10)),
+    sample_grid(Path(cfg.paths.reports) / "samples.png", model.class_names, axial_preview(real.images), real.labels,
+                axial_preview(dequantize(images)), plan.labels, columns=int(gen_cfg.get("grid_columns", 10)),
                 rows=int(gen_cfg.get("grid_rows", 2)),
                 title=f"{record['generator']}: real (top row) vs synthetic, per class")
     log.info("generated %d images in %.1f s (%.1f images/s) -> %s", len(plan), seconds, len(plan) / seconds, out_dir)
