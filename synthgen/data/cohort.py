@@ -12,8 +12,8 @@ class Cohort:
     """A labeled image cohort, as read from any source format.
 
     Attributes:
-        images: ``(N, C, H, W)`` float32 in ``[0, 1]`` (normalized by the reader's documented rule); volumes
-            (``data.dims=3``) ``(N, C, D, H, W)``.
+        images: ``(N, C, H, W)`` float32 in ``[0, 1]`` (normalized by the reader's documented rule), or
+            ``(N, C, D, H, W)`` for volumes (``data.dims=3``; axes as in :mod:`synthgen.data.resample`).
         labels: ``(N,)`` int64, indices into ``class_names``.
         class_names: class names in label order.
         patient_ids: ``(N,)`` unicode; images of one patient never straddle splits. Without real ids
@@ -51,7 +51,7 @@ class Cohort:
             if len(getattr(self, name)) != n:
                 raise ValueError(f"{name} has {len(getattr(self, name))} entries for {n} images")
         if self.images.ndim not in (4, 5):
-            raise ValueError(f"images must be (N, C, H, W) or (N, C, D, H, W), got {self.images.shape}")
+            raise ValueError(f"images must be (N, C, H, W) or, for volumes, (N, C, D, H, W); got {self.images.shape}")
 
     def __len__(self) -> int:
         return len(self.images)
