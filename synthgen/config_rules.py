@@ -141,6 +141,7 @@ RULES: dict[str, Rule] = {
     # ------------------------------------------------------------------------------------ generate
     "generate.checkpoint": Str(nonempty=True, null="<paths.models>/generator.ckpt", what="a .ckpt path"),
     "generate.per_class": Int(ge=0, lt=2**23, null="balance_to or counts decide"),
+    "generate.batch_size_3d": POS,
     "generate.counts": MapOf(Int(ge=0, lt=2**23), what="class name"),
     "generate.balance_to": Int(ge=0, lt=2**23, null="per_class decides"),
     "generate.seed": Int(ge=0, lt=4096, note=" (12 bits of every sample seed; it follows the top-level seed)"),

@@ -31,7 +31,7 @@ SPLITS = {"train": 24, "val": 8, "test": 16, "holdout": 8}
 TINY_MODEL = ["model=ddpm", "model.presets3d=null", "model.channels=[8,16]", "model.num_timesteps=100",
               "model.warmup_steps=2", "model.batch_size=4", "model.autocast=false"]
 TINY_RUN = ["trainer.enable_progress_bar=false", "trainer.log_every_n_steps=2", "trainer.limit_val_batches=1",
-            "train.num_threads=1", "generate.per_class=3", "generate.batch_size=4", "generate.sampling.steps=4",
+            "train.num_threads=1", "generate.per_class=3", "generate.batch_size_3d=4", "generate.sampling.steps=4",
             "generate.grid_columns=3", "generate.grid_rows=1"]
 TINY_EVAL = ["evaluate.classifier.steps=4", "evaluate.classifier.volumes.batch_size=8",
              "evaluate.classifier.volumes.width=4",
