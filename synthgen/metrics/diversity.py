@@ -31,8 +31,9 @@ def fit_betas(size: int, kernel_size: int, betas: Sequence[float] = STANDARD_BET
 
 def ms_ssim_pairs(a: torch.Tensor, b: torch.Tensor, kernel_size: int = 5, sigma: float = 1.0,
                   betas: Sequence[float] = STANDARD_BETAS, batch: int = 512) -> np.ndarray:
-    """MS-SSIM of each pair ``(a[i], b[i])``; ``a, b`` ``(P, C, H, W)`` float in ``[0, 1]`` -> ``(P,)``."""
-    fitted = fit_betas(min(a.shape[-2:]), kernel_size, betas)
+    """MS-SSIM of each pair ``(a[i], b[i])``; ``a, b`` ``(P, C, H, W)`` float in ``[0, 1]`` -> ``(P,)``. Volumes
+    ``(P, C, D, H, W)`` get torchmetrics' 3D MS-SSIM (Gaussian window and pooling over all three axes)."""
+    fitted = fit_betas(min(a.shape[2:]), kernel_size, betas)
     out = []
     for i in range(0, len(a), batch):
         v = _ms_ssim(a[i:i + batch].float(), b[i:i + batch].float(), kernel_size=kernel_size, sigma=sigma,
@@ -54,7 +55,7 @@ def intra_class_ms_ssim(images: torch.Tensor, labels: np.ndarray, class_names: l
     """Mean MS-SSIM over ``pairs`` random same-class pairs, per class (``None`` with < 2 images).
 
     Args:
-        images: ``(N, C, H, W)`` float in ``[0, 1]``.
+        images: ``(N, C, H, W)`` or volumes ``(N, C, D, H, W)``, float in ``[0, 1]``.
         labels: ``(N,)`` int class indices.
     """
     rng = np.random.default_rng(seed)

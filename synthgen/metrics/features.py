@@ -72,7 +72,8 @@ def load_or_train(stored_images: np.ndarray, labels: np.ndarray, n_classes: int,
     """The extractor for this training split: from ``cache_dir`` if present there, else trained and stored.
 
     Args:
-        stored_images: ``(N, C, H, W)`` uint8/uint16 training images as prepared (hashed as stored).
+        stored_images: ``(N, C, H, W)`` uint8/uint16 training images as prepared (hashed as stored); volumes
+            ``(N, C, D, H, W)`` train the 3D network (:mod:`.classifier`).
         labels: ``(N,)`` int64 labels.
         n_classes: number of classes.
         recipe: classifier recipe (its ``steps`` is the extractor's budget, its ``symmetries`` the
@@ -86,7 +87,8 @@ def load_or_train(stored_images: np.ndarray, labels: np.ndarray, n_classes: int,
     if path is not None and path.exists():
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)
-            model = build_model(recipe, int(blob["in_channels"]), int(blob["n_classes"]))
+            model = build_model(recipe, int(blob["in_channels"]), int(blob["n_classes"]),
+                                int(blob.get("spatial_dims", 2)))
             model.load_state_dict(blob["state_dict"])
             log.info("feature extractor from cache %s", path)
             return FeatureExtractor(model.eval(), key, cached=True)
@@ -99,6 +101,7 @@ def load_or_train(stored_images: np.ndarray, labels: np.ndarray, n_classes: int,
     if path is not None:
         with atomic_path(path) as tmp:
             torch.save({"state_dict": model.state_dict(), "in_channels": int(images.shape[1]),
+                        "spatial_dims": int(images.dim() - 2),
                         "n_classes": int(n_classes), "recipe": recipe.to_dict(), "key": key}, tmp)
         log.info("feature extractor trained and cached at %s", path)
     return FeatureExtractor(model, key, cached=False)

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.dims import image_shape
 from ..errors import InputError
 
 
@@ -24,7 +25,7 @@ def load_cohort(path: str | os.PathLike, meta: dict[str, Any]) -> tuple[np.ndarr
     """Load and validate a cohort against the prepared ``meta.json``.
 
     Returns:
-        ``images`` ``(N, C, H, W)`` float32 in ``[0, 1]``, ``labels`` ``(N,)`` int64 and the cohort's
+        ``images`` ``(N, C, H, W)`` (volumes: ``(N, C, D, H, W)``, :mod:`synthgen.data.dims`) float32 in ``[0, 1]``, ``labels`` ``(N,)`` int64 and the cohort's
         ``cohort.json`` (``{}`` when absent).
 
     Raises:
@@ -42,9 +43,9 @@ def load_cohort(path: str | os.PathLike, meta: dict[str, Any]) -> tuple[np.ndarr
             images, labels = z["images"], z["labels"]
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
         raise InputError(p, f"not a readable .npz archive (truncated or corrupt): {e}") from None
-    c, s = int(meta["channels"]), int(meta["image_size"])
-    if images.ndim != 4 or images.shape[1:] != (c, s, s):
-        raise InputError(p, f"images have shape {images.shape}; the prepared data is (N, {c}, {s}, {s})")
+    want = image_shape(meta)
+    if images.shape[1:] != want:
+        raise InputError(p, f"images have shape {images.shape}; the prepared data is (N, {', '.join(map(str, want))})")
     if labels.shape != (len(images),):
         raise InputError(p, f"labels have shape {labels.shape} for {len(images)} images")
     if len(images) == 0:

@@ -49,7 +49,9 @@ class DiffusionModule(GeneratorModule):
 
     Args:
         class_names: class names in label order (``K`` classes; label ``K`` is the null class).
-        image_shape: ``(C, H, W)`` of the training images.
+        image_shape: ``(C, H, W)`` of the training images, or ``(C, D, H, W)`` of training volumes (the UNet
+            then runs with ``spatial_dims=3``; every sampler, the seeded noise and guidance are shape-generic,
+            so ``generate`` returns ``(N, C, D, H, W)``).
         channels, blocks_per_level, emb_dim, dropout: :class:`~synthgen.models.unet.ClassConditionalUNet`.
         prediction_type: ``"v_prediction"`` (default) or ``"epsilon"``.
         num_timesteps: training timesteps ``T`` of the cosine schedule.
@@ -78,8 +80,8 @@ class DiffusionModule(GeneratorModule):
         image_shape = [int(s) for s in image_shape]
         channels = [int(c) for c in channels]
         adam_betas = [float(b) for b in adam_betas]
-        if len(image_shape) != 3:
-            raise ConfigError("model.image_shape", f"expected (C, H, W), got {image_shape}")
+        if len(image_shape) not in (3, 4) or min(image_shape) < 1:
+            raise ConfigError("model.image_shape", f"expected (C, H, W) or (C, D, H, W), got {image_shape}")
         if len(class_names) < 1 or len(set(class_names)) != len(class_names):
             raise ConfigError("model.class_names", f"need distinct class names, got {class_names}")
         if not 0.0 <= label_dropout < 1.0:
@@ -90,7 +92,7 @@ class DiffusionModule(GeneratorModule):
         self.null_label = len(class_names)
         self.schedule = CosineSchedule(num_timesteps, prediction_type)
         self.net = ClassConditionalUNet(image_shape[0], len(class_names), channels, blocks_per_level,
-                                        emb_dim, dropout)
+                                        emb_dim, dropout, spatial_dims=len(image_shape) - 1)
         self.ema_net = copy.deepcopy(self.net).requires_grad_(False)
         self.sampling_kwargs: dict[str, Any] = {}
 
@@ -204,7 +206,7 @@ class DiffusionModule(GeneratorModule):
             use_ema: sample with the EMA weights (default) or the raw training weights.
 
         Returns:
-            ``(N, C, H, W)`` float32 in ``[0, 1]`` on CPU; row ``i`` depends only on ``labels[i]``,
+            ``(N, C, H, W)`` (volumes: ``(N, C, D, H, W)``) float32 in ``[0, 1]`` on CPU; row ``i`` depends only on ``labels[i]``,
             ``seeds[i]``, the sampling arguments and the weights (initial latent =
             ``seeded_noise(seeds, stream=0)``, sampler noise of step ``k`` = stream ``k + 1``). The samplers'
             arithmetic cannot create a NaN (see :mod:`synthgen.sampling.ddim`); a non-finite network output

@@ -37,6 +37,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
 from .base import GeneratorModule, seeded_noise
 from ..errors import ConfigError
 from .diffaugment import diff_augment, parse_policy
@@ -84,6 +85,9 @@ class ConditionalGAN(GeneratorModule):
                  hierarchical_z: bool = True, seed: int = 0) -> None:
         super().__init__()
         self.class_names = [str(c) for c in class_names]
+        if len(image_shape) != 3:
+            raise ConfigError("model._target_", f"the GAN is 2D only and the prepared data are volumes "
+                                                f"{tuple(int(v) for v in image_shape)}: use model=ddpm for data.dims=3")
         c, h, w = (int(v) for v in image_shape)
         if h != w:
             raise ValueError(f"the GAN needs square images, got {h}x{w}")

@@ -34,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
 from .. import __version__
+from ..data.dims import axial_preview
 from ..data.prepared import load_meta, load_split
 from ..data.transforms import dequantize, quantize
 from ..errors import InputError
@@ -205,7 +206,9 @@ def generate(cfg: DictConfig) -> Path | None:
         shutil.rmtree(parts_dir, ignore_errors=True)
         parts_dir.mkdir(parents=True)
     trainer.strategy.barrier("generate_parts_ready")
-    loader = torch.utils.data.DataLoader(PlanBatches(plan, int(gen_cfg.get("batch_size", 256))),
+    # volumes: their own batch (the last batch of each run is padded to full size: 256 at 32^3 is ~6x the work of 40)
+    batch_size = gen_cfg.get("batch_size_3d") if len(model.image_shape) == 4 else None
+    loader = torch.utils.data.DataLoader(PlanBatches(plan, int(batch_size or gen_cfg.get("batch_size", 256))),
                                          batch_size=None, shuffle=False)
     t0 = time.perf_counter()
     try:
@@ -260,8 +263,8 @@ def generate(cfg: DictConfig) -> Path | None:
                  guidance=plan.guidance.astype(np.float32), boost_candidate=plan.candidate.astype(bool))
         (tmp / "cohort.json").write_text(dumps_json(record), encoding="utf-8")
     real = load_split(cfg.paths.prepared, "train")
-    sample_grid(Path(cfg.paths.reports) / "samples.png", model.class_names, real.images, real.labels,
-                dequantize(images), plan.labels, columns=int(gen_cfg.get("grid_columns", 10)),
+    sample_grid(Path(cfg.paths.reports) / "samples.png", model.class_names, axial_preview(real.images), real.labels,
+                axial_preview(dequantize(images)), plan.labels, columns=int(gen_cfg.get("grid_columns", 10)),
                 rows=int(gen_cfg.get("grid_rows", 2)),
                 title=f"{record['generator']}: real (top row) vs synthetic, per class")
     log.info("generated %d images in %.1f s (%.1f images/s) -> %s", len(plan), seconds, len(plan) / seconds, out_dir)

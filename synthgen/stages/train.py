@@ -51,7 +51,27 @@ from ..models.progress import live_logger, live_plots_dir
 log = logging.getLogger(__name__)
 
 #: keys of the ``model`` group that belong to the stage, not to the model's constructor.
-MODEL_STAGE_KEYS = ("name", "batch_size")
+MODEL_STAGE_KEYS = ("name", "batch_size", "presets3d")
+
+
+def volume_preset(model_cfg: DictConfig | dict, image_shape: tuple[int, ...]) -> dict[str, Any]:
+    """The ``model`` group with its ``presets3d`` entry applied for volumes ``(C, D, H, W)``.
+
+    ``presets3d`` maps a largest volume edge (``"32"``, ``"64"``) to keys that replace the group's own
+    (``channels``, ``blocks_per_level``, ``batch_size``): a volume takes the smallest edge that holds it (larger
+    volumes the largest). Images ``(C, H, W)``, a group without ``presets3d`` or ``presets3d: null`` come back as
+    they are (then ``channels`` etc. apply to volumes too).
+    """
+    d = model_cfg if isinstance(model_cfg, dict) else OmegaConf.to_container(model_cfg, resolve=True)
+    d = dict(d)
+    presets = d.get("presets3d")
+    if len(image_shape) != 4 or not presets:
+        return d
+    edges = sorted(int(k) for k in presets)
+    edge = max(int(v) for v in image_shape[1:])
+    pick = next((e for e in edges if e >= edge), edges[-1])
+    d.update(presets[str(pick)] if str(pick) in presets else presets[pick])
+    return d
 
 
 def model_kwargs(model_cfg: DictConfig | dict) -> dict[str, Any]:
@@ -60,15 +80,24 @@ def model_kwargs(model_cfg: DictConfig | dict) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k not in MODEL_STAGE_KEYS}
 
 
-def build_model(model_cfg: DictConfig | dict, class_names: list[str], image_shape: tuple[int, int, int]
+def build_model(model_cfg: DictConfig | dict, class_names: list[str], image_shape: tuple[int, ...]
                 ) -> GeneratorModule:
-    """Instantiate ``model._target_`` with the prepared cohort's classes and image shape."""
+    """Instantiate ``model._target_`` with the prepared cohort's classes and image shape (``(C, H, W)``, or
+    ``(C, D, H, W)`` for volumes)."""
     from hydra.utils import instantiate
 
     kwargs = model_kwargs(model_cfg)
     if "_target_" not in kwargs:
         raise ConfigError("model._target_", "no model class configured (pick one: model=cgan or model=ddpm)")
-    model = instantiate(kwargs, class_names=list(class_names), image_shape=list(image_shape), _convert_="all")
+    try:
+        model = instantiate(kwargs, class_names=list(class_names), image_shape=list(image_shape), _convert_="all")
+    except Exception as e:  # Hydra wraps constructor errors; surface ours (e.g. the GAN refusing volumes) unchanged
+        cause = e
+        while cause.__cause__ is not None and not isinstance(cause, InputError):
+            cause = cause.__cause__
+        if isinstance(cause, InputError):
+            raise cause from None
+        raise
     if not isinstance(model, GeneratorModule):
         raise ConfigError("model._target_", f"{kwargs['_target_']} is not a synthgen GeneratorModule")
     return model
@@ -127,10 +156,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise InputError(prepared / "train.npz", "no training images")
     class_names = list(meta["class_names"])
     image_shape = tuple(int(v) for v in train_set.images.shape[1:])
-    batch_size = int(cfg.model.get("batch_size") or 64)
+    model_cfg = volume_preset(cfg.model, image_shape)
+    batch_size = int(model_cfg.get("batch_size") or 64)
 
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    model = build_model(cfg.model, class_names, image_shape)
+    model = build_model(model_cfg, class_names, image_shape)
     models_dir = Path(cfg.paths.models)
     models_dir.mkdir(parents=True, exist_ok=True)
     last = models_dir / "last.ckpt"
@@ -215,7 +245,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         save_generator(models_dir / "generator.ckpt", model, key,
                        extra={"global_step": int(finetune["global_step"] if finetune else main_step),
                               "name": metrics["model"],
-                              "config_model": OmegaConf.to_container(cfg.model, resolve=True)})
+                              "config_model": model_cfg})
         write_json(Path(cfg.paths.metrics) / "train.json", metrics)
     trainer.strategy.barrier("train_stage_done")
     return metrics
