@@ -47,10 +47,10 @@ def images(n_train: int, n_test: int) -> tuple[torch.Tensor, torch.Tensor, str]:
     return up(tr), up(te), src
 
 
-def monai_ae() -> tuple[torch.nn.Module, callable, callable]:
+def monai_ae(res_blocks: int = 1) -> tuple[torch.nn.Module, callable, callable]:
     from monai.networks.nets import AutoencoderKL
 
-    net = AutoencoderKL(spatial_dims=2, in_channels=1, out_channels=1, channels=WIDTHS, num_res_blocks=1,
+    net = AutoencoderKL(spatial_dims=2, in_channels=1, out_channels=1, channels=WIDTHS, num_res_blocks=res_blocks,
                         attention_levels=(False,) * len(WIDTHS), latent_channels=LATENT, norm_num_groups=16,
                         with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False)
     return net, (lambda x: net.encode(x)), net.decode  # encode -> (mu, sigma)
@@ -119,23 +119,26 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=None, help="equal-time budget instead of --steps")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--monai-res-blocks", type=int, default=1,
+                    help="MONAI residual blocks per level (2: closer to diffusers' parameter count)")
     ap.add_argument("--library", choices=("monai", "diffusers"), default=None,
                     help="run one library in this process and print its row as JSON (used by the parent)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.library:
         train, test, src = images(2000, 128)
-        build = monai_ae if args.library == "monai" else diffusers_ae
+        build = (lambda: monai_ae(args.monai_res_blocks)) if args.library == "monai" else diffusers_ae
         row = run(args.library, build, train, test, args.steps, args.batch, args.seconds)
         print(json.dumps({**row, "latent": list(row["latent"]), "source": src}))
         return
     rows = []
     for lib in ("monai", "diffusers"):  # one process each: clean peak RSS, no shared allocator state
         cmd = [sys.executable, __file__, "--library", lib, "--steps", str(args.steps), "--batch", str(args.batch),
-               "--threads", str(args.threads)] + (["--seconds", str(args.seconds)] if args.seconds else [])
+               "--threads", str(args.threads), "--monai-res-blocks", str(args.monai_res_blocks)] + (["--seconds", str(args.seconds)] if args.seconds else [])
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
     budget = f"{args.seconds:g} s each" if args.seconds else f"{args.steps} steps each"
+    budget += f", MONAI num_res_blocks={args.monai_res_blocks}"
     print(f"data: {rows[0]['source']}; batch {args.batch}, {budget}, {args.threads} thread(s), bf16 autocast")
     print(f"{'library':10s} {'params':>9s} {'latent':>9s} {'steps':>6s} {'train img/s':>12s} {'PSNR dB':>8s} "
           f"{'SSIM':>6s} {'L1':>7s} {'peak RSS MB':>12s}")
