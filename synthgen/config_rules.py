@@ -115,6 +115,22 @@ RULES: dict[str, Rule] = {
     "model.diversity_weight": Num(ge=0),
     "model.mbstd_group": NONNEG,
     "model.hierarchical_z": Bool(),
+    "model.latent": Bool(null="on for 2D images from 128 px up with model=ddpm"),
+    # --------------------------------------------------------------------------------- autoencoder
+    "autoencoder._target_": TARGET,
+    "autoencoder.batch_size": POS,
+    "autoencoder.max_steps": POS,
+    "autoencoder.max_time": Str(pattern=r"\d+:\d+:\d+:\d+", what="a duration 'DD:HH:MM:SS' (quoted in YAML)",
+                                null="no time limit"),
+    "autoencoder.channels": ListOf(POS, min_len=1),
+    "autoencoder.latent_channels": POS,
+    "autoencoder.num_res_blocks": POS,
+    "autoencoder.norm_num_groups": POS,
+    "autoencoder.kl_weight": Num(ge=0),
+    "autoencoder.lr": LR,
+    "autoencoder.adam_betas": BETAS,
+    "autoencoder.autocast": Bool(),
+    "autoencoder.seed": SEED,
     # ------------------------------------------------------------------------------------- trainer
     "trainer._target_": TARGET,
     "trainer.accelerator": Str(choices=ACCELERATORS),
@@ -309,4 +325,14 @@ def cross_checks(cfg: Mapping[str, Any]) -> list[tuple[str, str]]:
     gen = cfg.get("generate") or {}
     if gen.get("per_class") is not None and gen.get("balance_to") is not None and not gen.get("counts"):
         errors.append(("generate.per_class", "set either per_class or balance_to, not both (the other null)"))
+    model = cfg.get("model") or {}
+    if model.get("latent") is True and model.get("_target_") != "synthgen.models.diffusion.DiffusionModule":
+        errors.append(("model.latent", f"latent diffusion needs model=ddpm, not {model.get('_target_')}; "
+                                       "set model.latent=false or pick model=ddpm"))
+    ae = cfg.get("autoencoder") or {}
+    groups, widths = ae.get("norm_num_groups"), ae.get("channels")
+    if isinstance(groups, int) and groups > 0 and isinstance(widths, list) and \
+            any(isinstance(w, int) and w % groups for w in widths):
+        errors.append(("autoencoder.norm_num_groups", f"{groups} does not divide every width of "
+                                                      f"autoencoder.channels {widths}"))
     return errors

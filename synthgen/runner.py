@@ -21,6 +21,7 @@ from .errors import InputError, StageFailed, WriteError, is_disk_error
 #: or ``conf/`` + overrides) and returns what :func:`summary` prints. In pipeline order.
 STAGES: dict[str, str] = {
     "prepare": "synthgen.stages.prepare:prepare",
+    "autoencoder": "synthgen.stages.autoencoder:train_autoencoder",
     "train": "synthgen.stages.train:train",
     "generate": "synthgen.stages.generate:generate",
     "curate": "synthgen.stages.curate:curate",
@@ -48,6 +49,11 @@ def summary(name: str, result: Any) -> str | None:
     if name == "train" and isinstance(result, dict):
         return (f"trained {result['model']}: global step {result['global_step']}, "
                 f"{result['train_images_per_s']} images/s")
+    if name == "autoencoder" and isinstance(result, dict):
+        if not result.get("latent"):
+            return "autoencoder: latent diffusion off, nothing to train (wrote models_ae/status.json)"
+        return (f"autoencoder ({result['cache']}): latent {'x'.join(map(str, result['latent_shape']))}, "
+                f"scale {result['latent_scale']:.4g}, validation {result.get('validation')}")
     if name == "curate" and isinstance(result, dict):
         return f"curate: kept {result['n_kept']} of {result['n_in']} generated samples, shipped {result['n_shipped']}"
     if name == "privacy" and isinstance(result, dict):

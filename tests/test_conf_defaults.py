@@ -18,14 +18,15 @@ import yaml
 from omegaconf import OmegaConf
 
 from synthgen.config import compose, conf_dir
+from synthgen.stages.autoencoder import AE_STAGE_KEYS
 from synthgen.stages.prepare import _STAGE_KEYS as DATA_STAGE_KEYS
 from synthgen.stages.train import MODEL_STAGE_KEYS, build_model, model_kwargs
 
 #: what the stage itself passes to the constructor (not from the YAML).
 #: (``data.volume`` goes to the volume readers of ``data.dims=3``: synthgen.stages.prepare.build_reader.)
-STAGE_ARGS = {"model": {"class_names", "image_shape"}, "data": {"volume"}}
+STAGE_ARGS = {"model": {"class_names", "image_shape"}, "data": {"volume"}, "autoencoder": {"image_shape"}}
 #: the stage's own keys of each group (stripped before the constructor is called).
-STAGE_KEYS = {"model": set(MODEL_STAGE_KEYS), "data": set(DATA_STAGE_KEYS)}
+STAGE_KEYS = {"model": set(MODEL_STAGE_KEYS), "data": set(DATA_STAGE_KEYS), "autoencoder": set(AE_STAGE_KEYS)}
 #: values for the keys a group leaves to the user (``???``), so the group composes.
 REQUIRED = {"root": "/nonexistent", "path": "/nonexistent.npz"}
 
@@ -106,7 +107,7 @@ def test_yaml_sets_every_constructor_parameter_and_no_default_contradicts_it(gro
 
 def test_every_synthgen_target_is_checked():
     assert {("model", "cgan"), ("model", "ddpm"), ("data", "demo"), ("data", "dicom"), ("data", "medmnist"),
-            ("data", "nifti"), ("data", "imagefolder")} <= set(OPTIONS)
+            ("data", "nifti"), ("data", "imagefolder"), ("autoencoder", "default")} <= set(OPTIONS)
 
 
 @pytest.mark.parametrize("option", [o for g, o in OPTIONS if g == "model"])

@@ -37,18 +37,11 @@ def stream_seed(seed: int, stream: str, rank: int, batch: int) -> int:
 RNG_CHECKPOINT_KEY = "synthgen_training_rng"
 
 
-class GeneratorModule(L.LightningModule):
-    """Base class of class-conditional generators.
+class SeededModule(L.LightningModule):
+    """A Lightning module whose training draws come from ``(seed, stream, rank, batch counter)`` (see the module
+    docstring); the counter is checkpointed. The base of every trained synthgen model: the generators below
+    and the latent autoencoder (:mod:`synthgen.models.autoencoder`)."""
 
-    Subclasses set ``self.class_names`` (label order) and ``self.image_shape`` ``(C, H, W)`` and implement
-    :meth:`generate`. ``trainer.predict`` on a dataset of ``{"labels", "seeds"}`` batches calls it, which is
-    how generation spreads over devices (each rank gets disjoint seeds exactly once).
-    """
-
-    class_names: list[str]
-    image_shape: tuple[int, int, int]
-    #: keyword arguments for :meth:`generate` used by :meth:`predict_step` (set by the generate stage).
-    sampling_kwargs: dict[str, Any]
     #: training batches started so far (the training random state; checkpointed).
     rng_batches: int = 0
     _rng_batch: int | None = None
@@ -93,6 +86,20 @@ class GeneratorModule(L.LightningModule):
         if isinstance(state, dict):
             self.rng_batches = int(state.get("batches", 0))
             self._rng_batch, self._rng_streams = None, None
+
+
+class GeneratorModule(SeededModule):
+    """Base class of class-conditional generators.
+
+    Subclasses set ``self.class_names`` (label order) and ``self.image_shape`` ``(C, H, W)`` and implement
+    :meth:`generate`. ``trainer.predict`` on a dataset of ``{"labels", "seeds"}`` batches calls it, which is
+    how generation spreads over devices (each rank gets disjoint seeds exactly once).
+    """
+
+    class_names: list[str]
+    image_shape: tuple[int, int, int]
+    #: keyword arguments for :meth:`generate` used by :meth:`predict_step` (set by the generate stage).
+    sampling_kwargs: dict[str, Any]
 
     def generate(self, labels: torch.Tensor, seeds: torch.Tensor, **sampling: Any) -> torch.Tensor:
         """Images for ``labels`` ``(N,)`` int64 and ``seeds`` ``(N,)`` int64.

@@ -21,7 +21,7 @@ import torch
 from .. import __version__
 from ..errors import InputError
 from ..io import atomic_path
-from .base import GeneratorModule
+from .base import GeneratorModule, SeededModule
 
 
 def class_path(obj: Any) -> str:
@@ -30,8 +30,10 @@ def class_path(obj: Any) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def synthgen_block(model: GeneratorModule, resume_key: str) -> dict[str, Any]:
-    return {"target": class_path(model), "resume_key": resume_key, "class_names": list(model.class_names),
+def synthgen_block(model: SeededModule, resume_key: str) -> dict[str, Any]:
+    """The ``"synthgen"`` checkpoint block (``class_names`` empty for a class-agnostic model: the autoencoder)."""
+    return {"target": class_path(model), "resume_key": resume_key,
+            "class_names": list(getattr(model, "class_names", [])),
             "image_shape": [int(v) for v in model.image_shape], "version": __version__}
 
 

@@ -89,6 +89,9 @@ class DiffusionModule(GeneratorModule):
         self.save_hyperparameters()
         self.class_names = class_names
         self.image_shape = tuple(image_shape)
+        #: shape of the diffusion variable ``x0`` (the image here; the latent in
+        #: :class:`~synthgen.models.latent.LatentDiffusionModule`).
+        self.sample_shape = tuple(image_shape)
         self.null_label = len(class_names)
         self.schedule = CosineSchedule(num_timesteps, prediction_type)
         self.net = ClassConditionalUNet(image_shape[0], len(class_names), channels, blocks_per_level,
@@ -112,6 +115,21 @@ class DiffusionModule(GeneratorModule):
             raise ConfigError("generate.counts", f"unknown class {name!r}; classes are {', '.join(self.class_names)}")
         return self.class_names.index(name)
 
+    # ---------------------------------------------------------------- the space the diffusion runs in
+    def inputs_to_x0(self, inputs: torch.Tensor) -> torch.Tensor:
+        """A training/validation batch -> ``x0`` ``(N, *sample_shape)``: images in ``[0, 1]`` -> ``[-1, 1]``."""
+        return inputs.float() * 2 - 1
+
+    def images_to_x0(self, images01: torch.Tensor) -> torch.Tensor:
+        """Images ``(N, C, H, W)`` in ``[0, 1]`` -> ``x0`` (here the same map as :meth:`inputs_to_x0`)."""
+        return images01.float() * 2 - 1
+
+    def x0_to_images(self, x0: torch.Tensor) -> torch.Tensor:
+        """Sampled ``x0`` -> images ``(N, C, H, W)`` in ``[0, 1]``; clamp maps +-inf into range, so every
+        non-finite pixel is kept NaN for the generate stage's check."""
+        img = (x0.clamp(-1, 1) + 1) / 2
+        return torch.where(torch.isfinite(x0), img, torch.nan)
+
     # ---------------------------------------------------------------------------------------- training
     @staticmethod
     def _unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,7 +141,7 @@ class DiffusionModule(GeneratorModule):
     def diffusion_loss(self, images01: torch.Tensor, labels: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
                        net: torch.nn.Module | None = None) -> torch.Tensor:
         """Per-sample MSE ``(N,)`` of the prediction target for images ``(N, C, H, W)`` in ``[0, 1]``."""
-        x0 = images01.float() * 2 - 1
+        x0 = self.inputs_to_x0(images01)
         x_t = self.schedule.add_noise(x0, eps, t)
         out = self._predict(net if net is not None else self.net, x_t, t, labels)
         return F.mse_loss(out, self.schedule.target(x0, eps, t), reduction="none").flatten(1).mean(1)
@@ -227,13 +245,11 @@ class DiffusionModule(GeneratorModule):
             for lo in range(0, labels.numel(), int(self.hparams.max_batch)):
                 lab = labels[lo:lo + int(self.hparams.max_batch)]
                 sd = seeds[lo:lo + int(self.hparams.max_batch)]
-                x_T = seeded_noise(sd, self.image_shape, device=device, stream=0)
+                x_T = seeded_noise(sd, self.sample_shape, device=device, stream=0)
                 denoise = guided_denoiser(lambda x, t, y: self._predict(net, x, t, y), lab.to(device),
                                           self.null_label, guidance)
                 x0 = sample(denoise, x_T, self.schedule, steps, sd)
-                img = (x0.clamp(-1, 1) + 1) / 2
-                # clamp maps +-inf into range: keep every non-finite pixel NaN for the stage's check
-                chunks.append(torch.where(torch.isfinite(x0), img, torch.nan).float().cpu())
+                chunks.append(self.x0_to_images(x0).float().cpu())
         finally:
             net.train(was_training)
         if not chunks:
@@ -261,7 +277,7 @@ class DiffusionModule(GeneratorModule):
         net.eval()
         device = self.device
         try:
-            x0 = images01.to(device).float() * 2 - 1
+            x0 = self.images_to_x0(images01.to(device))
             eps = seeded_noise(seeds, x0.shape[1:], device=device, stream=0)
             t = timesteps.to(device)
             x_t = self.schedule.add_noise(x0, eps, t)

@@ -50,8 +50,9 @@ from ..models.progress import live_logger, live_plots_dir
 
 log = logging.getLogger(__name__)
 
-#: keys of the ``model`` group that belong to the stage, not to the model's constructor.
-MODEL_STAGE_KEYS = ("name", "batch_size", "presets3d")
+#: keys of the ``model`` group that belong to the stage, not to the model's constructor (``latent``: the
+#: latent-diffusion switch, :func:`synthgen.models.latent.latent_enabled`).
+MODEL_STAGE_KEYS = ("name", "batch_size", "presets3d", "latent")
 
 
 def volume_preset(model_cfg: DictConfig | dict, image_shape: tuple[int, ...]) -> dict[str, Any]:
@@ -80,15 +81,23 @@ def model_kwargs(model_cfg: DictConfig | dict) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k not in MODEL_STAGE_KEYS}
 
 
-def build_model(model_cfg: DictConfig | dict, class_names: list[str], image_shape: tuple[int, ...]
-                ) -> GeneratorModule:
+def build_model(model_cfg: DictConfig | dict, class_names: list[str], image_shape: tuple[int, ...],
+                autoencoder: str | Path | None = None) -> GeneratorModule:
     """Instantiate ``model._target_`` with the prepared cohort's classes and image shape (``(C, H, W)``, or
-    ``(C, D, H, W)`` for volumes)."""
+    ``(C, D, H, W)`` for volumes); with latent diffusion on, a
+    :class:`~synthgen.models.latent.LatentDiffusionModule` around the ``autoencoder`` checkpoint."""
     from hydra.utils import instantiate
+
+    from ..models.latent import build_latent_model, latent_enabled
 
     kwargs = model_kwargs(model_cfg)
     if "_target_" not in kwargs:
         raise ConfigError("model._target_", "no model class configured (pick one: model=cgan or model=ddpm)")
+    full = model_cfg if isinstance(model_cfg, dict) else OmegaConf.to_container(model_cfg, resolve=True)
+    if latent_enabled(full, image_shape):
+        if autoencoder is None:
+            raise ConfigError("paths.autoencoder", "latent diffusion is on but no autoencoder checkpoint was given")
+        return build_latent_model(kwargs, class_names, image_shape, autoencoder)
     try:
         model = instantiate(kwargs, class_names=list(class_names), image_shape=list(image_shape), _convert_="all")
     except Exception as e:  # Hydra wraps constructor errors; surface ours (e.g. the GAN refusing volumes) unchanged
@@ -103,9 +112,10 @@ def build_model(model_cfg: DictConfig | dict, class_names: list[str], image_shap
     return model
 
 
-def resume_key(cfg: DictConfig, train_file: Path, world_size: int = 1) -> str:
-    """What a resumable checkpoint must match: model config, seed, the exact training images and a non-zero
-    ``train.class_balance`` (left out at 0, so checkpoints written before the option still resume).
+def resume_key(cfg: DictConfig, train_file: Path, world_size: int = 1, autoencoder: Path | None = None) -> str:
+    """What a resumable checkpoint must match: model config, seed, the exact training images, a non-zero
+    ``train.class_balance`` (left out at 0, so checkpoints written before the option still resume) and, for
+    latent diffusion, the autoencoder checkpoint.
 
     ``model.batch_size`` is per device: with ``world_size`` > 1 processes the key holds the global batch
     (``batch_size * world_size``) instead, so that a checkpoint resumes on another process count at the same
@@ -114,6 +124,8 @@ def resume_key(cfg: DictConfig, train_file: Path, world_size: int = 1) -> str:
     if int(world_size) > 1:
         model["batch_size"] = int(model.get("batch_size") or 64) * int(world_size)
     ident = {"model": model, "seed": int(cfg.seed), "train_sha256": sha256_file(train_file)}
+    if autoencoder is not None:
+        ident["autoencoder_sha256"] = sha256_file(autoencoder)
     balance = float(cfg.train.get("class_balance") or 0.0)
     if balance > 0:
         ident["class_balance"] = balance
@@ -160,7 +172,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     batch_size = int(model_cfg.get("batch_size") or 64)
 
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    model = build_model(model_cfg, class_names, image_shape)
+    ae_file = Path(cfg.paths.get("autoencoder") or "models_ae") / "autoencoder.ckpt"
+    model = build_model(model_cfg, class_names, image_shape, ae_file)
+    latent = hasattr(model, "training_inputs")  # latent diffusion: the loaders hand out encoded latents
     models_dir = Path(cfg.paths.models)
     models_dir.mkdir(parents=True, exist_ok=True)
     last = models_dir / "last.ckpt"
@@ -178,7 +192,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     world_size = int(trainer.world_size)  # DDP processes (devices x nodes); batch_size is per process
     if hasattr(model, "check_distributed"):  # before any process starts: a one-line config error
         model.check_distributed(batch_size, world_size)
-    key = saver.resume_key = resume_key(cfg, prepared / "train.npz", world_size)
+    key = saver.resume_key = resume_key(cfg, prepared / "train.npz", world_size, ae_file if latent else None)
     state = resume_state(last, key) if cfg.train.get("resume", True) else None
     ckpt_path, start_step = state if state else (None, 0)
     if state:
@@ -193,8 +207,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     workers = int(cfg.train.get("num_workers") or 0)
     balance = float(cfg.train.get("class_balance") or 0.0)
-    train_dl = train_loader(train_set.images, train_set.labels, batch_size, int(cfg.seed), workers, balance)
-    val_dl = DataLoader(tensor_dataset(val_set.images, val_set.labels), batch_size=min(batch_size, len(val_set)),
+    train_x, val_x = train_set.images, val_set.images
+    if latent:
+        t_enc = time.perf_counter()
+        train_x, val_x = model.training_inputs(train_x), model.training_inputs(val_x)
+        encode_s = time.perf_counter() - t_enc
+    train_dl = train_loader(train_x, train_set.labels, batch_size, int(cfg.seed), workers, balance)
+    val_dl = DataLoader(tensor_dataset(val_x, val_set.labels), batch_size=min(batch_size, len(val_set)),
                         shuffle=False, num_workers=workers) if len(val_set) else None
     t_fit = time.perf_counter()
     trainer.fit(model, train_dataloaders=train_dl, val_dataloaders=val_dl,
@@ -213,7 +232,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     finetune = None
     if ft_settings:  # continues from last.ckpt: every rank has finished (and rank 0 written) it
         trainer.strategy.barrier("train_main_done")
-        finetune = run_finetune(cfg, model, train_set.images, train_set.labels, ft_settings, key, main_step,
+        finetune = run_finetune(cfg, model, train_x, train_set.labels, ft_settings, key, main_step,
                                 batch_size, steps_per_batch)
     if hasattr(model, "prepare_for_sampling"):
         model.prepare_for_sampling(seed=int(cfg.seed))
@@ -239,6 +258,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     }
     if finetune:
         metrics["finetune"] = finetune
+    if latent:
+        metrics["latent"] = {"shape": list(model.sample_shape), "scale": float(model.latent_scale),
+                             "autoencoder_sha256": sha256_file(ae_file), "encode_seconds": round(encode_s, 1)}
     if not metrics["final"]:  # a re-run of a finished training logs nothing: report the curve's last values
         metrics["final"] = {k: round(float(v), 5) for k, v in sorted(curve.last_values().items())}
     if trainer.is_global_zero:
