@@ -1,7 +1,7 @@
 """The one classifier recipe used for every utility arm and as the domain feature extractor.
 
-A compact ResNet-style CNN for small medical images (28-64 px): a 3x3 stem, then ``len(stages)``
-residual basic blocks, each halving the resolution and doubling the width, global average pooling
+A compact ResNet-style CNN for medical images of 28-256 px: a 3x3 stem, then ``stages`` residual basic
+blocks, each halving the resolution and doubling the width, global average pooling
 (the *penultimate features*, ``width * 2**(len(stages)-1)`` dims) and a linear head.
 
 Every arm trains for the same fixed number of optimizer steps (not epochs), so TRTR, TSTR and TR+S
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -31,18 +31,21 @@ import torch.nn.functional as F
 
 from ..data.symmetries import check_shape, parse_symmetries, random_matrices
 from ..errors import ConfigError
+from ..sizing import apply_presets, image_side, missing_after_presets
 
 
 @dataclass(frozen=True)
 class Recipe:
     """Classifier architecture + training budget (``evaluate.classifier`` in the config, plus ``symmetries``).
 
-    The defaults equal ``conf/evaluate/default.yaml`` and ``conf/data/_common.yaml`` (the YAML is the source
-    of defaults; ``tests/test_symmetries.py`` checks that they agree).
+    The defaults equal ``conf/evaluate/default.yaml`` at the default 28 px and ``conf/data/_common.yaml`` (the
+    YAML is the source of defaults; ``tests/test_symmetries.py`` checks that they agree). In the YAML
+    ``width``, ``stages``, ``batch_size`` and ``shift`` are null = from ``evaluate.classifier.presets`` for the
+    image side (:mod:`synthgen.sizing`: stages grow with the side so the last map stays ~4 px).
 
     Attributes:
         width: channels of the stem and the first block.
-        stages: number of stride-2 residual blocks (28 px -> 14 -> 7 -> 4 with 3).
+        stages: number of stride-2 residual blocks (28 px -> 14 -> 7 -> 4 with 3; 128 px -> 4 with 5).
         steps: optimizer steps per training run (the budget, identical for every arm).
         batch_size: images per step.
         lr: peak AdamW learning rate; ``warmup`` is the share of steps with a linear ramp.
@@ -71,10 +74,19 @@ class Recipe:
         object.__setattr__(self, "symmetries", parse_symmetries(self.symmetries))
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], symmetries: Any = (), **overrides: Any) -> "Recipe":
+    def from_config(cls, cfg: Mapping[str, Any], symmetries: Any = (), image_shape: Sequence[int] | None = None,
+                    **overrides: Any) -> "Recipe":
         """The recipe of an ``evaluate.classifier`` mapping with the data source's ``symmetries``
-        (``cfg.data.symmetries``) and keyword ``overrides``."""
+        (``cfg.data.symmetries``) and keyword ``overrides``, for images of ``image_shape`` ``(C, H, W)``: its
+        null keys come from the mapping's ``presets`` row for that side (explicit values win).
+
+        Raises:
+            ConfigError: a key is still null (no ``image_shape``, or a preset row without it), or the side is
+                larger than every preset.
+        """
         values = dict(cfg)
+        side = image_side(image_shape) if image_shape is not None else None
+        values = apply_presets(values, side, "evaluate.classifier.presets")
         removed = [k for k in ("hflip", "vflip") if k in values]
         if removed:
             raise ConfigError(f"evaluate.classifier.{removed[0]}", "removed: flips change the label of lateralized "
@@ -82,6 +94,7 @@ class Recipe:
         known = {f for f in cls.__dataclass_fields__} - {"symmetries"}
         values = {k: v for k, v in values.items() if k in known}
         values.update(overrides)
+        missing_after_presets(values, sorted(known), "evaluate.classifier", side)
         return cls(**values, symmetries=parse_symmetries(symmetries))
 
     def to_dict(self) -> dict[str, Any]:

@@ -108,13 +108,15 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     # Flips/rotations only where the data source declares them (data.symmetries; none by default).
     symmetries = parse_symmetries(cfg.data.get("symmetries") if "data" in cfg else None)
-    recipe = Recipe.from_config(ecfg.classifier, symmetries=symmetries)
+    shape = train_raw.images.shape[1:]  # picks the classifier's size preset
+    recipe = Recipe.from_config(ecfg.classifier, symmetries=symmetries, image_shape=shape)
     arms = [a for a in ecfg.utility.arms if a != "full_reference" or uncut is not None]
     bad = [a for a in arms if a not in ARMS]
     if bad:
         raise ConfigError("evaluate.utility.arms", f"unknown arm {bad}; known: {list(ARMS)}")
     seeds = [int(s) for s in ecfg.utility.seeds]
-    fe_recipe = Recipe.from_config(ecfg.classifier, symmetries=symmetries, steps=int(ecfg.features.steps))
+    fe_recipe = Recipe.from_config(ecfg.classifier, symmetries=symmetries, image_shape=shape,
+                                   steps=int(ecfg.features.steps))
 
     from tqdm.auto import tqdm
 

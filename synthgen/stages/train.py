@@ -8,7 +8,9 @@ in all runs, complete ``epochs``), then what depends on how the run went: ``resu
 
 Any :class:`~synthgen.models.base.GeneratorModule` named by ``model._target_`` trains here: the stage builds
 it with ``class_names`` and ``image_shape`` from ``meta.json`` plus the model group's keys (minus ``name`` and
-``batch_size``, which the stage reads), and a Lightning Trainer from the ``trainer`` group.
+``batch_size``, which the stage reads), and a Lightning Trainer from the ``trainer`` group. Null keys of the group
+take the values of its ``presets`` row for the prepared image side (:func:`sized_model_config`,
+:mod:`synthgen.sizing`); what was used is recorded in ``models/generator.ckpt`` and ``metrics/train.json``.
 
 Resume: ``models/last.ckpt`` is rewritten atomically at a batch boundary every ``train.checkpoint_every_s``
 seconds (or every ``train.checkpoint_every_n_batches`` batches) and at the end. A re-run whose model config,
@@ -40,6 +42,7 @@ from ..data.prepared import load_meta, load_split
 from ..data.resumable import ResumableLoader, class_mixture
 from ..errors import ConfigError, InputError
 from ..budget import budget_check
+from ..sizing import PRESETS, apply_presets, image_side, missing_after_presets
 from ..io import dumps_json, sha256_file, write_json
 from ..models.base import GeneratorModule
 from ..models.checkpoints import ResumeCheckpoint, class_path, move_aside, resume_state, save_generator
@@ -51,7 +54,20 @@ from ..models.progress import live_logger, live_plots_dir
 log = logging.getLogger(__name__)
 
 #: keys of the ``model`` group that belong to the stage, not to the model's constructor.
-MODEL_STAGE_KEYS = ("name", "batch_size")
+MODEL_STAGE_KEYS = ("name", "batch_size", PRESETS)
+
+
+def sized_model_config(model_cfg: DictConfig | dict, image_shape: tuple[int, ...] | list[int]) -> dict[str, Any]:
+    """The ``model`` group as a plain dict for images of ``image_shape`` ``(C, H, W)``: ``presets`` dropped,
+    every null key the preset row for the image side names filled from it (explicit values win), and
+    ``batch_size`` and every key some preset row sizes required (a row that leaves out a key the user left null
+    is a :class:`ConfigError`). A group without ``presets`` comes back as it is."""
+    d = model_cfg if isinstance(model_cfg, dict) else OmegaConf.to_container(model_cfg, resolve=True)
+    side = image_side(image_shape)
+    sized = apply_presets(d, side, "model.presets")
+    sized_keys = sorted({k for row in (d.get(PRESETS) or {}).values() for k in (row or {})})
+    missing_after_presets(sized, ["batch_size", *sized_keys], "model", side)
+    return sized
 
 
 def model_kwargs(model_cfg: DictConfig | dict) -> dict[str, Any]:
@@ -62,10 +78,11 @@ def model_kwargs(model_cfg: DictConfig | dict) -> dict[str, Any]:
 
 def build_model(model_cfg: DictConfig | dict, class_names: list[str], image_shape: tuple[int, int, int]
                 ) -> GeneratorModule:
-    """Instantiate ``model._target_`` with the prepared cohort's classes and image shape."""
+    """Instantiate ``model._target_`` with the prepared cohort's classes and image shape (size presets applied:
+    :func:`sized_model_config`)."""
     from hydra.utils import instantiate
 
-    kwargs = model_kwargs(model_cfg)
+    kwargs = model_kwargs(sized_model_config(model_cfg, image_shape))
     if "_target_" not in kwargs:
         raise ConfigError("model._target_", "no model class configured (pick one: model=cgan or model=ddpm)")
     model = instantiate(kwargs, class_names=list(class_names), image_shape=list(image_shape), _convert_="all")
@@ -74,10 +91,12 @@ def build_model(model_cfg: DictConfig | dict, class_names: list[str], image_shap
     return model
 
 
-def resume_key(cfg: DictConfig, train_file: Path) -> str:
-    """What a resumable checkpoint must match: model config, seed, the exact training images and a non-zero
-    ``train.class_balance`` (left out at 0, so checkpoints written before the option still resume)."""
-    ident = {"model": OmegaConf.to_container(cfg.model, resolve=True), "seed": int(cfg.seed),
+def resume_key(cfg: DictConfig, train_file: Path, model_cfg: dict[str, Any] | None = None) -> str:
+    """What a resumable checkpoint must match: model config (``model_cfg``, the sized one the stage trains;
+    default ``cfg.model``), seed, the exact training images and a non-zero ``train.class_balance`` (left out
+    at 0, so checkpoints written before the option still resume)."""
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True) if model_cfg is None else model_cfg
+    ident = {"model": model_cfg, "seed": int(cfg.seed),
              "train_sha256": sha256_file(train_file)}
     balance = float(cfg.train.get("class_balance") or 0.0)
     if balance > 0:
@@ -121,13 +140,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise InputError(prepared / "train.npz", "no training images")
     class_names = list(meta["class_names"])
     image_shape = tuple(int(v) for v in train_set.images.shape[1:])
-    batch_size = int(cfg.model.get("batch_size") or 64)
+    model_cfg = sized_model_config(cfg.model, image_shape)
+    batch_size = int(model_cfg["batch_size"])
 
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    model = build_model(cfg.model, class_names, image_shape)
+    model = build_model(model_cfg, class_names, image_shape)
     models_dir = Path(cfg.paths.models)
     models_dir.mkdir(parents=True, exist_ok=True)
-    key = resume_key(cfg, prepared / "train.npz")
+    key = resume_key(cfg, prepared / "train.npz", model_cfg)
     last = models_dir / "last.ckpt"
     state = resume_state(last, key) if cfg.train.get("resume", True) else None
     ckpt_path, start_step = state if state else (None, 0)
@@ -184,6 +204,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "model": str(cfg.model.get("name", class_path(model))),
         "target": class_path(model),
         "parameters": int(sum(p.numel() for p in model.parameters())),
+        "batch_size": batch_size,
         "global_step": int(trainer.global_step),
         "batches": int(model.rng_batches),
         "epochs": int(model.rng_batches // max(1, len(train_dl))),
@@ -205,7 +226,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         save_generator(models_dir / "generator.ckpt", model, key,
                        extra={"global_step": int(finetune["global_step"] if finetune else main_step),
                               "name": metrics["model"],
-                              "config_model": OmegaConf.to_container(cfg.model, resolve=True)})
+                              "config_model": model_cfg})
         write_json(Path(cfg.paths.metrics) / "train.json", metrics)
     trainer.strategy.barrier("train_stage_done")
     return metrics
