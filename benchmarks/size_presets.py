@@ -7,12 +7,13 @@ torch thread, bf16 autocast as configured:
 * ``train s/step``: one diffusion optimizer step (forward, backward, AdamW) at the preset's batch size;
 * ``generate s/image``: DPM-Solver++ with ``generate.sampling.steps`` on a batch of 16;
 * ``classifier s/step``: one evaluate-classifier training step at the preset's batch size;
-* optionally (``--baseline``) the same at the pre-preset model (channels [32, 64, 64], batch 128) for the
-  starting point.
+* optionally (``--baseline``) the same at the pre-preset model (channels [32, 64, 64], batch 128: the starting
+  point) for the sizes 64 and 128 among ``--sizes`` (at 28 px it is the preset; at 256 px it needs ~8 GB).
 
-Sizes are timed in interleaved rounds (28, 64, 128, ... then again) and the median per size is reported with its
-ratio to 28 px measured in the same run, so a machine loaded by other jobs shifts every size alike. Quiet-machine
-estimates multiply the ratios by a 28 px figure measured on an idle machine (docs/generators.md).
+Times are **CPU seconds of this process** (``time.process_time``, one torch thread), as in
+docs/performance.md: on the shared 2-core machine wall time measures the neighbours, CPU time the work (cache
+and memory-bandwidth contention still inflate it somewhat). Sizes are timed in interleaved rounds and the median
+per size is reported with its ratio to the first size measured in the same run.
 
     OMP_NUM_THREADS=1 python benchmarks/size_presets.py --sizes 28 64 128 --rounds 3
 """
@@ -78,10 +79,11 @@ def _classifier_case(ecfg, side: int):
 
 
 def _time(fn, reps: int) -> float:
-    t = time.perf_counter()
+    """CPU seconds per call of ``fn`` (one thread: the work, not the neighbours' share of the cores)."""
+    t = time.process_time()
     for _ in range(reps):
         fn()
-    return (time.perf_counter() - t) / reps
+    return (time.process_time() - t) / reps
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     sampling = OmegaConf.to_container(cfg.generate.sampling, resolve=True)
     cases = {}
     for s in args.sizes:
-        for base in ([False, True] if args.baseline else [False]):
+        for base in ([False, True] if args.baseline and s in (64, 128) else [False]):
             model, step, mcfg = _diffusion_case(model_cfg, s, base)
             labels, seeds = torch.arange(16) % len(CLASSES), torch.arange(16)
 

@@ -48,7 +48,7 @@ def test_explicit_values_win_over_the_preset():
     assert sized["batch_size"] == 7 and sized["channels"] == [8, 16, 16, 16, 16]
     assert sized["blocks_per_level"] == cfg["presets"]["128"]["blocks_per_level"]
     # a table row the user adds on the command line is used for its side
-    cfg = _model("+model.presets.512={batch_size: 4, channels: [8, 8, 8, 8, 8, 8, 8], blocks_per_level: 1}")
+    cfg = _model("+model.presets.512={batch_size: 4, channels: [8, 8, 8, 8, 8, 8, 8], blocks_per_level: 1, max_batch: 8}")
     assert sized_model_config(cfg, (1, 512, 512))["batch_size"] == 4
 
 
