@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
 
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     ecfg = OmegaConf.to_container(cfg.evaluate.classifier, resolve=True)
-    sampling = OmegaConf.to_container(cfg.generate.sampling, resolve=True)
+    sampling = {k: v for k, v in OmegaConf.to_container(cfg.generate.sampling, resolve=True).items()
+                if k in ("sampler", "steps", "guidance")}
     cases = {}
     for s in args.sizes:
         for base in ([False, True] if args.baseline and s in (64, 128) else [False]):
