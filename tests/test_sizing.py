@@ -48,7 +48,8 @@ def test_explicit_values_win_over_the_preset():
     assert sized["batch_size"] == 7 and sized["channels"] == [8, 16, 16, 16, 16]
     assert sized["blocks_per_level"] == cfg["presets"]["128"]["blocks_per_level"]
     # a table row the user adds on the command line is used for its side
-    cfg = _model("+model.presets.512={batch_size: 4, channels: [8, 8, 8, 8, 8, 8, 8], blocks_per_level: 1, max_batch: 8}")
+    row = "{batch_size: 4, channels: [8, 8, 8, 8, 8, 8, 8], blocks_per_level: 1, max_batch: 8}"
+    cfg = _model(f"+model.presets.512={row}")
     assert sized_model_config(cfg, (1, 512, 512))["batch_size"] == 4
 
 
@@ -61,7 +62,7 @@ def test_too_large_an_image_is_a_one_line_config_error():
     # a row that leaves a null key unset, and a row naming an unknown key
     cfg = _model()
     cfg["presets"]["64"] = {"batch_size": 8}
-    with pytest.raises(ConfigError, match=r"model\.(blocks_per_level|channels): null and not given by the 64 px preset"):
+    with pytest.raises(ConfigError, match=r"model\.(blocks_per_level|channels|max_batch): null and not given by"):
         sized_model_config(cfg, (1, 64, 64))
     with pytest.raises(ConfigError, match=r"model\.presets\.64\.chanels: not a key"):
         apply_presets({"channels": None, "presets": {"64": {"chanels": 1}}}, 64, "model.presets")
@@ -78,7 +79,8 @@ def test_classifier_stages_follow_the_side_and_the_privacy_rule():
         for _ in range(rec.stages):
             final = (final + 1) // 2
         assert 3 <= final <= 5, (side, final)  # the last map stays ~4 px
-    assert Recipe.from_config(ecfg, image_shape=(1, 28, 28), steps=300) == Recipe()  # 28 px: as before (demo budget: 100 steps)
+    # 28 px: the recipe as before (the demo budget's 100 steps aside)
+    assert Recipe.from_config(ecfg, image_shape=(1, 28, 28), steps=300) == Recipe()
     assert Recipe.from_config(ecfg, image_shape=(1, 128, 128), width=4).width == 4  # explicit wins
     with pytest.raises(ConfigError, match=r"evaluate\.classifier\.(batch_size|shift|stages|width): null"):
         Recipe.from_config(ecfg)  # no image size: the null keys cannot be filled

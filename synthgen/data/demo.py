@@ -5,9 +5,10 @@ DICOM files plus a labels CSV under ``data.root`` (``data/demo/``), then ingeste
 What is written (all seeded from ``data.seed``; the bytes are identical on every run):
 
 * ``<root>/<PatientID>/img<k>.dcm``: CR Image Storage, explicit VR little endian, 12 bits stored in 16
-  (unsigned), ``source_size`` px square (null: ``max(64, data.image_size)``, see :func:`render_size`); RescaleSlope/Intercept vary per image (1/-1024, 0.75/-1024,
-  2/-1100) and map to one physical scale (-1000 = air .. 2000 = bone); ~30% of images are MONOCHROME1
-  (values mirrored so they display identically); every file carries WindowCenter 500 / WindowWidth 3000.
+  (unsigned), ``source_size`` px square (null: ``max(64, data.image_size)``, :func:`render_size`);
+  RescaleSlope/Intercept vary per image (1/-1024, 0.75/-1024, 2/-1100) and map to one physical scale
+  (-1000 = air .. 2000 = bone); ~30% of images are MONOCHROME1 (values mirrored so they display identically);
+  every file carries WindowCenter 500 / WindowWidth 3000.
   Headers hold invented patient names, IDs, birth dates and sexes, fixed study dates, and UIDs derived
   from non-PHI strings (patient index, image index, seed).
 * ``<root>/labels.csv``: ``path,label,patient_id``.
