@@ -20,13 +20,15 @@ from omegaconf import OmegaConf
 from synthgen.config import compose, conf_dir
 from synthgen.stages.autoencoder import AE_STAGE_KEYS
 from synthgen.stages.prepare import _STAGE_KEYS as DATA_STAGE_KEYS
-from synthgen.stages.train import MODEL_STAGE_KEYS, build_model, model_kwargs
+from synthgen.stages.train import MODEL_STAGE_KEYS, build_model, model_kwargs, sized_model_config
 
 #: what the stage itself passes to the constructor (not from the YAML).
 #: (``data.volume`` goes to the volume readers of ``data.dims=3``: synthgen.stages.prepare.build_reader.)
 STAGE_ARGS = {"model": {"class_names", "image_shape"}, "data": {"volume"}, "autoencoder": {"image_shape"}}
 #: the stage's own keys of each group (stripped before the constructor is called).
 STAGE_KEYS = {"model": set(MODEL_STAGE_KEYS), "data": set(DATA_STAGE_KEYS), "autoencoder": set(AE_STAGE_KEYS)}
+#: the default prepared image shape (data.image_size 28), which picks the model group's size preset.
+DEFAULT_SHAPE = (1, 28, 28)
 #: values for the keys a group leaves to the user (``???``), so the group composes.
 REQUIRED = {"root": "/nonexistent", "path": "/nonexistent.npz"}
 
@@ -54,8 +56,8 @@ def _composed(group: str, option: str) -> dict[str, Any]:
 
 
 def _constructor_kwargs(group: str, cfg: dict[str, Any]) -> dict[str, Any]:
-    if group == "model":
-        kwargs = model_kwargs(cfg)
+    if group == "model":  # null keys come from the size presets: the YAML's values at the default 28 px
+        kwargs = model_kwargs(sized_model_config(cfg, DEFAULT_SHAPE))
     else:
         kwargs = {k: v for k, v in cfg.items() if k not in STAGE_KEYS[group]}
     kwargs.pop("_target_")
@@ -113,7 +115,7 @@ def test_every_synthgen_target_is_checked():
 @pytest.mark.parametrize("option", [o for g, o in OPTIONS if g == "model"])
 def test_models_built_from_conf_record_the_yaml_values(option):
     cfg = _composed("model", option)
-    model = build_model(cfg, ["a", "b", "c"], (1, 28, 28))
+    model = build_model(cfg, ["a", "b", "c"], DEFAULT_SHAPE)
     expected = _constructor_kwargs("model", cfg)
     recorded = {k: _plain(model.hparams[k]) for k in expected}
     assert recorded == _plain(expected)

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import CHECK_CONTRACTS, REPO, run_prepare
 from synthgen.config import compose
-from synthgen.data.demo import encode, patient_classes, write_demo
+from synthgen.data.demo import encode, patient_classes, render_size, write_demo
 from synthgen.data.dicom import DicomReader
 from synthgen.data.dicom_writer import write_dicom
 from synthgen.stages.prepare import prepare
@@ -24,7 +24,7 @@ from synthgen.errors import InputError
 def _small() -> dict:
     """A 12-patient demo; the other cohort parameters from conf/data/demo.yaml (write_demo has no defaults)."""
     d = compose(["data=demo"]).data
-    return dict(patients=12, images_per_patient=2, source_size=int(d.source_size),
+    return dict(patients=12, images_per_patient=2, source_size=render_size(d.source_size, d.image_size),
                 prevalence={k: float(v) for k, v in d.prevalence.items()}, seed=int(d.seed))
 
 

@@ -27,7 +27,8 @@ def test_yaml_is_the_source_of_defaults():
     cfg = compose(["data=medmnist", "data.path=x.npz", "budget=standard"])  # each group's own defaults
     assert list(cfg.data.symmetries) == []
     assert "hflip" not in cfg.evaluate.classifier and "vflip" not in cfg.evaluate.classifier
-    assert Recipe.from_config(cfg.evaluate.classifier, symmetries=cfg.data.symmetries) == Recipe()
+    shape = (1, cfg.data.image_size, cfg.data.image_size)  # the default size picks the 28 px preset
+    assert Recipe.from_config(cfg.evaluate.classifier, symmetries=cfg.data.symmetries, image_shape=shape) == Recipe()
     with pytest.raises(ConfigError, match="evaluate.classifier.hflip.*data.symmetries"):
         Recipe.from_config({**cfg.evaluate.classifier, "hflip": True})
 
@@ -113,8 +114,9 @@ def test_default_evaluate_classifier_learns_laterality_on_real_xrays(pneumoniamn
     from synthgen.metrics.classifier import predict_proba, train_classifier
 
     cfg = compose(["data=medmnist", f"data.path={pneumoniamnist}", "budget=standard"])
-    recipe = Recipe.from_config(cfg.evaluate.classifier, symmetries=cfg.data.symmetries, steps=100)
-    assert recipe.shift == cfg.evaluate.classifier.shift and recipe.symmetries == ()
+    recipe = Recipe.from_config(cfg.evaluate.classifier, symmetries=cfg.data.symmetries, image_shape=(1, 28, 28),
+                                steps=100)
+    assert recipe.shift == cfg.evaluate.classifier.presets["28"].shift and recipe.symmetries == ()
 
     def with_mirrors(images):
         x = torch.from_numpy(images[:, None].astype(np.float32) / 255.0)

@@ -23,12 +23,13 @@ from synthgen.metrics.diversity import ms_ssim_pairs
 from synthgen.models.checkpoints import load_generator
 from synthgen.models.diffusion import DiffusionModule
 from synthgen.models.unet import ClassConditionalUNet
-from synthgen.stages.train import build_model, volume_preset
+from synthgen.errors import ConfigError as _ConfigError
+from synthgen.stages.train import build_model, sized_model_config
 
 S = 16
 NAMES = ["ball", "cube"]
 SPLITS = {"train": 24, "val": 8, "test": 16, "holdout": 8}
-TINY_MODEL = ["model=ddpm", "model.presets3d=null", "model.channels=[8,16]", "model.num_timesteps=100",
+TINY_MODEL = ["model=ddpm", "model.presets3d={}", "model.channels=[8,16]", "model.max_batch=8", "model.num_timesteps=100",
               "model.warmup_steps=2", "model.batch_size=4", "model.autocast=false"]
 TINY_RUN = ["trainer.enable_progress_bar=false", "trainer.log_every_n_steps=2", "trainer.limit_val_batches=1",
             "train.num_threads=1", "generate.per_class=3", "generate.batch_size_3d=4", "generate.sampling.steps=4",
@@ -121,13 +122,15 @@ def test_gan_refuses_volumes_with_a_config_error():
 
 def test_volume_presets_pick_the_smallest_edge_that_fits():
     cfg = compose(["model=ddpm"]).model
-    p32, p64 = (volume_preset(cfg, (1, e, e, e)) for e in (32, 48))
+    p32, p64 = (sized_model_config(cfg, (1, e, e, e)) for e in (32, 48))
     assert p32["channels"] == list(cfg.presets3d["32"].channels) and p32["batch_size"] == cfg.presets3d["32"].batch_size
     assert p64["channels"] == list(cfg.presets3d["64"].channels)
-    assert volume_preset(cfg, (1, 128, 128, 128))["channels"] == p64["channels"]  # larger: the largest preset
-    assert volume_preset(cfg, (1, 28, 28))["channels"] == list(cfg.channels)  # 2D: untouched
-    assert volume_preset(compose(["model=ddpm", "model.presets3d=null"]).model, (1, 32, 32, 32))["channels"] == \
-        list(cfg.channels)
+    assert sized_model_config(cfg, (1, 28, 28))["channels"] == list(cfg.presets["28"].channels)  # 2D: its own table
+    with pytest.raises(_ConfigError, match="model.presets3d"):  # larger than every row: no recipe was sized for it
+        sized_model_config(cfg, (1, 128, 128, 128))
+    mine = sized_model_config(compose(["model=ddpm", "model.presets3d={}", "model.channels=[8,16]",
+                                       "model.batch_size=2"]).model, (1, 32, 32, 32))
+    assert mine["channels"] == [8, 16] and mine["batch_size"] == 2
 
 
 def test_classifier_on_volumes_is_3d_finite_and_seeded():
@@ -152,10 +155,11 @@ def test_classifier_on_volumes_is_3d_finite_and_seeded():
 
 def test_classifier_recipe_takes_the_volume_keys_for_volumes():
     c = compose(()).evaluate.classifier
-    flat, vol = Recipe.from_config(c), Recipe.from_config(c, dims=3, steps=7)
-    assert (flat.width, flat.batch_size) == (c.width, c.batch_size) != (vol.width, vol.batch_size)
-    assert (vol.width, vol.batch_size) == (c.volumes.width, c.volumes.batch_size)
-    assert vol.steps == 7 and vol.stages == flat.stages
+    flat = Recipe.from_config(c, image_shape=(1, 32, 32))
+    vol = Recipe.from_config(c, image_shape=(1, 32, 32, 32), steps=7)
+    assert (flat.width, flat.batch_size) != (vol.width, vol.batch_size)
+    assert (vol.width, vol.batch_size, vol.stages) == (c.volumes.width, c.volumes.batch_size, c.volumes.stages)
+    assert vol.steps == 7
 
 
 def test_ms_ssim_on_volumes_orders_similarity():

@@ -5,9 +5,10 @@ DICOM files plus a labels CSV under ``data.root`` (``data/demo/``), then ingeste
 What is written (all seeded from ``data.seed``; the bytes are identical on every run):
 
 * ``<root>/<PatientID>/img<k>.dcm``: CR Image Storage, explicit VR little endian, 12 bits stored in 16
-  (unsigned), ``source_size`` px square; RescaleSlope/Intercept vary per image (1/-1024, 0.75/-1024,
-  2/-1100) and map to one physical scale (-1000 = air .. 2000 = bone); ~30% of images are MONOCHROME1
-  (values mirrored so they display identically); every file carries WindowCenter 500 / WindowWidth 3000.
+  (unsigned), ``source_size`` px square (null: ``max(64, data.image_size)``, :func:`render_size`);
+  RescaleSlope/Intercept vary per image (1/-1024, 0.75/-1024, 2/-1100) and map to one physical scale
+  (-1000 = air .. 2000 = bone); ~30% of images are MONOCHROME1 (values mirrored so they display identically);
+  every file carries WindowCenter 500 / WindowWidth 3000.
   Headers hold invented patient names, IDs, birth dates and sexes, fixed study dates, and UIDs derived
   from non-PHI strings (patient index, image index, seed).
 * ``<root>/labels.csv``: ``path,label,patient_id``.
@@ -17,8 +18,10 @@ What is written (all seeded from ``data.seed``; the bytes are identical on every
 
 Classes: ``normal``, ``nodule``, ``effusion`` and the rare ``pneumothorax`` (3% of patients by default);
 all images of a patient share the patient's finding, with per-image positioning, exposure and noise.
-Default size: 100 patients x 3 images, 64 px sources resized to ``data.image_size`` (28, like MedMNIST,
-so the downstream demo pipeline stays fast on a CPU).
+Default size: 400 patients x 2 images, 64 px sources resized to ``data.image_size`` (28, like MedMNIST,
+so the downstream demo pipeline stays fast on a CPU). At ``data.image_size`` 64 and above the phantoms are
+rendered natively at that size (``dvc exp run -S data.image_size=128`` re-renders the cohort at 128 px); below 64
+they are rendered at 64 px and shrunk, as before.
 """
 
 from __future__ import annotations
@@ -71,6 +74,18 @@ def patient_classes(n_patients: int, prevalence: Mapping[str, float], rng: np.ra
     counts[top] += n_patients - sum(counts.values())
     classes = [k for k in prevalence for _ in range(counts[k])]
     return [classes[i] for i in rng.permutation(len(classes))]
+
+
+#: below this side the phantoms are rendered at it and shrunk by the DICOM reader (the 28 px demo's path).
+MIN_RENDER_SIZE = 64
+
+
+def render_size(source_size: int | None, image_size: int | None) -> int:
+    """Side the DICOM files are written at: ``source_size`` when set, else ``max(64, image_size)`` (64 when
+    ``image_size`` is null, the source's own size)."""
+    if source_size is not None:
+        return int(source_size)
+    return max(MIN_RENDER_SIZE, int(image_size)) if image_size is not None else MIN_RENDER_SIZE
 
 
 def write_demo(root: str | Path, *, patients: int, images_per_patient: int, source_size: int,
@@ -160,17 +175,18 @@ class DemoReader:
     Args:
         root: where the DICOM files and ``labels`` CSV are written (``data/demo``).
         image_size, classes, window, workers: passed to :class:`DicomReader`.
-        patients, images_per_patient, source_size, prevalence, seed: the cohort (see :func:`write_demo`).
+        patients, images_per_patient, prevalence, seed: the cohort (see :func:`write_demo`).
+        source_size: side of the written DICOM files; null = :func:`render_size` (``max(64, image_size)``).
 
     No argument has a default: the reader is built from ``conf/data/demo.yaml`` (the one source of them).
     """
 
     def __init__(self, *, root: str, labels: str, image_size: int | None, classes: Sequence[str] | None,
-                 window: Sequence[float] | None, patients: int, images_per_patient: int, source_size: int,
+                 window: Sequence[float] | None, patients: int, images_per_patient: int, source_size: int | None,
                  prevalence: Mapping[str, float], seed: int, workers: int | None):
         self.root, self.labels = Path(root), labels
         self.cohort_args = dict(patients=patients, images_per_patient=images_per_patient,
-                                source_size=source_size, prevalence=prevalence, seed=seed)
+                                source_size=render_size(source_size, image_size), prevalence=prevalence, seed=seed)
         if prevalence and classes and sorted(prevalence) != sorted(classes):
             raise ConfigError("data.prevalence", f"classes {sorted(prevalence)} differ from data.classes "
                                                  f"{sorted(classes)}")

@@ -16,6 +16,11 @@ soft tissue below the diaphragm domes. Findings:
   bright pleural line.
 
 Values are "attenuation" in ``[0, 1]`` (0 = air, ~0.5 soft tissue, ~0.8 bone).
+
+Size: geometry is in normalized coordinates, and the two pixel-scale blurs (vessel markings 1.2 px, final
+0.6 px at 64 px) scale with ``size / 64``, so a 128 or 256 px rendering shows the same anatomy at a finer
+sampling (not an upsampled 64 px picture); 64 px renders exactly as before. Per-pixel quantum noise keeps its
+amplitude (a finer detector is not less noisy per pixel).
 """
 
 from __future__ import annotations
@@ -112,8 +117,12 @@ def _ellipse(x: np.ndarray, y: np.ndarray, cx: float, cy: float, a: float, b: fl
 
 
 def render(anatomy: Anatomy, finding: Finding, view: View, size: int = 64) -> np.ndarray:
-    """Parameters -> ``(size, size)`` float64 attenuation in ``[0, 1]`` (deterministic)."""
+    """Parameters -> ``(size, size)`` float64 attenuation in ``[0, 1]`` (deterministic).
+
+    ``size``: side in pixels (the demo renders at ``max(64, data.image_size)``); blur widths scale with
+    ``size / 64``."""
     a = anatomy
+    px = size / 64.0  # pixel-scale blurs are specified at 64 px
     t = (np.arange(size) + 0.5) / size * 2 - 1
     y, x = np.meshgrid(t, t, indexing="ij")
     x = (x - view.dx) / view.scale
@@ -130,7 +139,7 @@ def render(anatomy: Anatomy, finding: Finding, view: View, size: int = 64) -> np
         r = _ellipse(x, y, cx, a.lung_cy, a.lung_w * s, a.lung_h)
         lung_r[side] = (r, cx, a.lung_w * s)
         lungs |= r < 1
-    markings = gaussian_filter(np.random.default_rng(a.markings_seed).normal(size=(size, size)), 1.2)
+    markings = gaussian_filter(np.random.default_rng(a.markings_seed).normal(size=(size, size)), 1.2 * px)
     markings = markings / (np.abs(markings).max() + 1e-9)
     img[lungs] = 0.16 + 0.05 * markings[lungs]
 
@@ -176,7 +185,7 @@ def render(anatomy: Anatomy, finding: Finding, view: View, size: int = 64) -> np
         pleura = (r < 1) & (np.abs(inner - 1) < 0.12)
         img[pleura] = np.maximum(img[pleura], 0.32)
 
-    img = gaussian_filter(img, 0.6)
+    img = gaussian_filter(img, 0.6 * px)
     img = np.clip(img, 0, 1) ** view.gamma
     img += np.random.default_rng(view.noise_seed).normal(0, view.noise, size=img.shape)
     return np.clip(img, 0, 1)

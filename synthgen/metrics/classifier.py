@@ -1,7 +1,7 @@
 """The one classifier recipe used for every utility arm and as the domain feature extractor.
 
-A compact ResNet-style CNN for small medical images (28-64 px): a 3x3 stem, then ``len(stages)``
-residual basic blocks, each halving the resolution and doubling the width, global average pooling
+A compact ResNet-style CNN for medical images of 28-256 px: a 3x3 stem, then ``stages`` residual basic
+blocks, each halving the resolution and doubling the width, global average pooling
 (the *penultimate features*, ``width * 2**(len(stages)-1)`` dims) and a linear head. Volumes
 ``(N, C, D, H, W)`` (``data.dims=3``) get the same network with 3x3x3 convolutions and 3D BatchNorm (chosen from
 the input's dimensionality), integer shifts along all three axes, no symmetry augmentation and no bf16: with
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -35,18 +35,21 @@ import torch.nn.functional as F
 
 from ..data.symmetries import check_shape, parse_symmetries, random_matrices
 from ..errors import ConfigError
+from ..sizing import apply_presets, image_side, missing_after_presets
 
 
 @dataclass(frozen=True)
 class Recipe:
     """Classifier architecture + training budget (``evaluate.classifier`` in the config, plus ``symmetries``).
 
-    The defaults equal ``conf/evaluate/default.yaml`` and ``conf/data/_common.yaml`` (the YAML is the source
-    of defaults; ``tests/test_symmetries.py`` checks that they agree).
+    The defaults equal ``conf/evaluate/default.yaml`` at the default 28 px and ``conf/data/_common.yaml`` (the
+    YAML is the source of defaults; ``tests/test_symmetries.py`` checks that they agree). In the YAML
+    ``width``, ``stages``, ``batch_size`` and ``shift`` are null = from ``evaluate.classifier.presets`` for the
+    image side (:mod:`synthgen.sizing`: stages grow with the side so the last map stays ~4 px).
 
     Attributes:
         width: channels of the stem and the first block.
-        stages: number of stride-2 residual blocks (28 px -> 14 -> 7 -> 4 with 3).
+        stages: number of stride-2 residual blocks (28 px -> 14 -> 7 -> 4 with 3; 128 px -> 4 with 5).
         steps: optimizer steps per training run (the budget, identical for every arm).
         batch_size: images per step.
         lr: peak AdamW learning rate; ``warmup`` is the share of steps with a linear ramp.
@@ -75,14 +78,24 @@ class Recipe:
         object.__setattr__(self, "symmetries", parse_symmetries(self.symmetries))
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], symmetries: Any = (), dims: int = 2, **overrides: Any) -> "Recipe":
+    def from_config(cls, cfg: Mapping[str, Any], symmetries: Any = (), image_shape: Sequence[int] | None = None,
+                    **overrides: Any) -> "Recipe":
         """The recipe of an ``evaluate.classifier`` mapping with the data source's ``symmetries``
-        (``cfg.data.symmetries``) and keyword ``overrides``. For volumes (``dims=3``, from ``meta.json``) the
-        mapping's ``volumes`` entry replaces the keys it names (a 3D network of the 2D width and batch would cost
-        ~30x more per step at 32^3)."""
+        (``cfg.data.symmetries``) and keyword ``overrides``, for inputs of ``image_shape`` ``(C, H, W)`` (or
+        ``(C, D, H, W)`` volumes): for volumes the mapping's ``volumes`` entry first replaces the keys it names
+        (a 3D network of the 2D width and batch would cost ~30x more per step at 32^3); then its null keys come
+        from the ``presets`` row for the image side (explicit values win).
+
+        Raises:
+            ConfigError: a key is still null (no ``image_shape``, or a preset row without it), or the side is
+                larger than every preset.
+        """
         values = dict(cfg)
-        if int(dims) == 3:
-            values.update(dict(values.get("volumes") or {}))
+        volumes = values.pop("volumes", None)
+        if image_shape is not None and len(image_shape) == 4:
+            values.update(dict(volumes or {}))
+        side = image_side(image_shape) if image_shape is not None else None
+        values = apply_presets(values, side, "evaluate.classifier.presets")
         removed = [k for k in ("hflip", "vflip") if k in values]
         if removed:
             raise ConfigError(f"evaluate.classifier.{removed[0]}", "removed: flips change the label of lateralized "
@@ -90,6 +103,7 @@ class Recipe:
         known = {f for f in cls.__dataclass_fields__} - {"symmetries"}
         values = {k: v for k, v in values.items() if k in known}
         values.update(overrides)
+        missing_after_presets(values, sorted(known), "evaluate.classifier", side)
         return cls(**values, symmetries=parse_symmetries(symmetries))
 
     def to_dict(self) -> dict[str, Any]:

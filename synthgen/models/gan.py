@@ -60,8 +60,8 @@ class ConditionalGAN(GeneratorModule):
         class_names: class names in label order (from ``data/prepared/meta.json``).
         image_shape: ``(C, H, W)``, square, ``H = b * 2**k`` with ``b >= 4``.
         z_dim: latent size.
-        g_width, d_width: channel width of the last generator / first discriminator block
-            (channels double at each coarser resolution).
+        g_width, d_width: channel width of the last generator / first discriminator block (channels double
+            at each coarser resolution up to ``width_cap``); from the size preset when null in the YAML.
         embed_dim: class embedding concatenated to ``z``.
         lr_g, lr_d: Adam learning rates; ``betas`` Adam betas.
         ema_decay: EMA decay of the generator weights (warm-up ``min(decay, (1 + n) / (10 + n))``).
@@ -74,6 +74,8 @@ class ConditionalGAN(GeneratorModule):
         mbstd_group: group size of the discriminator's minibatch-stddev feature (0 = off).
         autocast: run G and D under bf16 autocast while training (weights, optimizer state and the EMA
             stay float32; sampling runs in float32).
+        width_cap: the widest block has at most ``width * width_cap`` channels (64 px and up; 28 px never
+            reaches it; :func:`~synthgen.models.gan_nets.block_widths`).
         seed: seeds the training draws (latents, DiffAugment); see the module docstring.
     """
 
@@ -82,7 +84,7 @@ class ConditionalGAN(GeneratorModule):
                  lr_d: float = 4e-4, betas: Sequence[float] = (0.0, 0.99), ema_decay: float = 0.999,
                  diffaugment: str = "color,translation", standing_stats_batches: int = 16,
                  diversity_weight: float = 0.05, autocast: bool = True, mbstd_group: int = 0,
-                 hierarchical_z: bool = True, seed: int = 0) -> None:
+                 hierarchical_z: bool = True, width_cap: int = 8, seed: int = 0) -> None:
         super().__init__()
         self.class_names = [str(c) for c in class_names]
         if len(image_shape) != 3:
@@ -101,12 +103,13 @@ class ConditionalGAN(GeneratorModule):
                                    "standing_stats_batches": int(standing_stats_batches),
                                    "diversity_weight": float(diversity_weight), "autocast": bool(autocast),
                                    "mbstd_group": int(mbstd_group), "hierarchical_z": bool(hierarchical_z),
-                                   "seed": int(seed)})
+                                   "width_cap": int(width_cap), "seed": int(seed)})
         self.automatic_optimization = False
         n = len(self.class_names)
-        self.generator = Generator(z_dim, n, c, h, width=g_width, embed_dim=embed_dim,
+        self.generator = Generator(z_dim, n, c, h, width=g_width, embed_dim=embed_dim, width_cap=width_cap,
                                    hierarchical_z=hierarchical_z)
-        self.discriminator = ProjectionDiscriminator(n, c, h, width=d_width, mbstd_group=mbstd_group)
+        self.discriminator = ProjectionDiscriminator(n, c, h, width=d_width, mbstd_group=mbstd_group,
+                                                     width_cap=width_cap)
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
         self.sampling_kwargs: dict[str, Any] = {}

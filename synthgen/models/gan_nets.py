@@ -1,11 +1,13 @@
 """Networks of the class-conditional GAN: a ResNet generator with class-conditional BatchNorm and a
 projection discriminator with spectral normalization (Miyato & Koyama 2018, SNGAN/BigGAN style), sized for
-square images of 16-64 px.
+square images of 16-256 px.
 
 Geometry: both nets work on a square side ``S`` split into ``k`` factor-2 steps over a base side
-``b = S / 2**k >= 4`` (28 -> 7, 14, 28; 32 -> 4, 8, 16, 32; 64 -> 4 ... 64). The generator starts from a
-``(g_width * 2**k, b, b)`` tensor and doubles the side (halving channels) ``k`` times; the discriminator
-halves the side ``k`` times with ``d_width * 2**i`` channels after down-block ``i``.
+``b = S / 2**k >= 4`` (28 -> 7, 14, 28; 32 -> 4, 8, 16, 32; 64 -> 4 ... 64; 128 -> 4 ... 128: more up/down
+blocks as the side grows). The generator starts from a ``(g_width * min(2**k, cap), b, b)`` tensor and doubles
+the side (halving channels down to ``g_width``) ``k`` times; the discriminator halves the side ``k`` times with
+``d_width * min(2**i, cap)`` channels after down-block ``i``. ``cap`` (``width_cap``, 8) bounds the widest
+block, which would otherwise grow as ``2**k`` (1024 channels at 128 px with width 32); 28-32 px never reach it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,13 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from .distributed import DistBatchNorm2d
+
+
+def block_widths(width: int, steps: int, cap: int) -> list[int]:
+    """Channels ``width * min(2**i, cap)`` for ``i = 0 .. steps`` (finest first)."""
+    if width < 1 or cap < 1:
+        raise ValueError(f"width and width_cap must be >= 1, got {width}, {cap}")
+    return [int(width) * min(2 ** i, int(cap)) for i in range(steps + 1)]
 
 
 def upsampling_plan(side: int) -> tuple[int, int]:
@@ -98,7 +107,8 @@ class GBlock(nn.Module):
 class Generator(nn.Module):
     """``(z (N, z_dim), y (N,) int64) -> (N, C, S, S)`` in ``(-1, 1)`` (tanh).
 
-    Channels: ``width * 2**(k - i)`` at step ``i`` (e.g. 28 px, width 32: 128 @ 7, 64 @ 14, 32 @ 28).
+    Channels: ``width * min(2**(k - i), width_cap)`` at step ``i`` (e.g. 28 px, width 32: 128 @ 7, 64 @ 14,
+    32 @ 28; 128 px, width 16, cap 8: 128 @ 4, 8, 16, then 64, 32, 16 @ 128).
     The class enters every block through conditional BatchNorm and the input through a shared embedding
     concatenated to ``z``. With ``hierarchical_z`` (BigGAN) ``z`` is split into ``k + 1`` chunks: the first
     feeds the input layer, chunk ``i + 1`` joins the class embedding in block ``i``'s norms, so the latent
@@ -106,10 +116,10 @@ class Generator(nn.Module):
     """
 
     def __init__(self, z_dim: int, n_classes: int, channels: int, side: int, width: int = 32,
-                 embed_dim: int = 32, hierarchical_z: bool = False):
+                 embed_dim: int = 32, hierarchical_z: bool = False, width_cap: int = 8):
         super().__init__()
         self.base, steps = upsampling_plan(side)
-        chans = [width * 2 ** (steps - i) for i in range(steps + 1)]
+        chans = block_widths(width, steps, width_cap)[::-1]
         self.z_dim, self.c0 = z_dim, chans[0]
         self.embed = nn.Embedding(n_classes, embed_dim)
         self.fc = nn.Linear(z_dim + embed_dim, chans[0] * self.base * self.base)
@@ -188,10 +198,11 @@ class ProjectionDiscriminator(nn.Module):
     group: score real and fake batches in separate calls).
     """
 
-    def __init__(self, n_classes: int, channels: int, side: int, width: int = 32, mbstd_group: int = 0):
+    def __init__(self, n_classes: int, channels: int, side: int, width: int = 32, mbstd_group: int = 0,
+                 width_cap: int = 8):
         super().__init__()
         _, steps = upsampling_plan(side)
-        chans = [width * 2 ** i for i in range(steps)]
+        chans = block_widths(width, steps - 1, width_cap)
         blocks = [DBlock(channels, chans[0], preactivation=False)]
         blocks += [DBlock(chans[i - 1], chans[i]) for i in range(1, steps)]
         self.blocks = nn.Sequential(*blocks)

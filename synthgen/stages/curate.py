@@ -32,7 +32,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..curation.filter import REASONS, Thresholds, apply_filter
 from ..curation.scores import classifier_scores
-from ..data.dims import spatial_dims
 from ..data.prepared import load_meta, load_split
 from ..data.symmetries import parse_symmetries
 from ..errors import ConfigError, InputError, StageFailed
@@ -117,9 +116,10 @@ def _curate(cfg: DictConfig) -> dict[str, Any]:
 
     ecfg = cfg.evaluate
     symmetries = parse_symmetries(cfg.data.get("symmetries") if "data" in cfg else None)
-    fe_recipe = Recipe.from_config(ecfg.classifier, symmetries=symmetries, dims=spatial_dims(meta),
-                                   steps=int(ecfg.features.steps))
     train_raw = load_split(prepared, "train", as_float=False)
+    shape = train_raw.images.shape[1:]  # picks the classifier's size preset
+    fe_recipe = Recipe.from_config(ecfg.classifier, symmetries=symmetries, image_shape=shape,
+                                   steps=int(ecfg.features.steps))
     extractor = load_or_train(train_raw.images, train_raw.labels, len(names), fe_recipe, int(ecfg.features.seed),
                               bool(ecfg.features.balanced), ecfg.get("cache_dir"))
     t_fe = time.perf_counter()
@@ -141,7 +141,7 @@ def _curate(cfg: DictConfig) -> dict[str, Any]:
         train, _labeled(val.images, val.labels), LabeledImages(syn.images[torch.from_numpy(cand_rows)],
                                                                labels[cand_rows]),
         guidance[cand_rows], classes, names, ccfg.get("plan") or {},
-        Recipe.from_config(ecfg.classifier, symmetries=symmetries, dims=spatial_dims(meta)), int(cfg.seed))
+        Recipe.from_config(ecfg.classifier, symmetries=symmetries, image_shape=shape), int(cfg.seed))
     shipped = np.sort(np.concatenate([np.flatnonzero(result.kept & ~is_cand), cand_rows[chosen]]))
     write_json(Path(cfg.paths.metrics) / BOOST_JSON, boost_json)  # the plan's verdict stands even if nothing ships
     for line in lines:

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from ..data.dims import spatial_dims
 from ..data.prepared import load_meta, load_split
 from ..data.symmetries import parse_symmetries
 from ..errors import ConfigError
@@ -109,13 +108,14 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     # Flips/rotations only where the data source declares them (data.symmetries; none by default).
     symmetries = parse_symmetries(cfg.data.get("symmetries") if "data" in cfg else None)
-    recipe = Recipe.from_config(ecfg.classifier, symmetries=symmetries, dims=spatial_dims(meta))
+    shape = train_raw.images.shape[1:]  # picks the classifier's size preset
+    recipe = Recipe.from_config(ecfg.classifier, symmetries=symmetries, image_shape=shape)
     arms = [a for a in ecfg.utility.arms if a != "full_reference" or uncut is not None]
     bad = [a for a in arms if a not in ARMS]
     if bad:
         raise ConfigError("evaluate.utility.arms", f"unknown arm {bad}; known: {list(ARMS)}")
     seeds = [int(s) for s in ecfg.utility.seeds]
-    fe_recipe = Recipe.from_config(ecfg.classifier, symmetries=symmetries, dims=spatial_dims(meta),
+    fe_recipe = Recipe.from_config(ecfg.classifier, symmetries=symmetries, image_shape=shape,
                                    steps=int(ecfg.features.steps))
 
     from tqdm.auto import tqdm

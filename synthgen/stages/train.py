@@ -8,7 +8,9 @@ in all runs, complete ``epochs``), then what depends on how the run went: ``resu
 
 Any :class:`~synthgen.models.base.GeneratorModule` named by ``model._target_`` trains here: the stage builds
 it with ``class_names`` and ``image_shape`` from ``meta.json`` plus the model group's keys (minus ``name`` and
-``batch_size``, which the stage reads), and a Lightning Trainer from the ``trainer`` group.
+``batch_size``, which the stage reads), and a Lightning Trainer from the ``trainer`` group. Null keys of the group
+take the values of its ``presets`` row for the prepared image side (:func:`sized_model_config`,
+:mod:`synthgen.sizing`); what was used is recorded in ``models/generator.ckpt`` and ``metrics/train.json``.
 
 Resume: ``models/last.ckpt`` is rewritten atomically at a batch boundary every ``train.checkpoint_every_s``
 seconds (or every ``train.checkpoint_every_n_batches`` batches) and at the end. A re-run whose model config,
@@ -40,6 +42,7 @@ from ..data.prepared import load_meta, load_split
 from ..data.resumable import ResumableLoader, class_mixture
 from ..errors import ConfigError, InputError
 from ..budget import budget_check
+from ..sizing import PRESETS, apply_presets, image_side, missing_after_presets
 from ..io import dumps_json, sha256_file, write_json
 from ..models.base import GeneratorModule
 from ..models.checkpoints import ResumeCheckpoint, class_path, move_aside, resume_state, save_generator
@@ -51,28 +54,33 @@ from ..models.progress import live_logger, live_plots_dir
 log = logging.getLogger(__name__)
 
 #: keys of the ``model`` group that belong to the stage, not to the model's constructor (``latent``: the
-#: latent-diffusion switch, :func:`synthgen.models.latent.latent_enabled`).
-MODEL_STAGE_KEYS = ("name", "batch_size", "presets3d", "latent")
+#: latent-diffusion switch, :func:`synthgen.models.latent.latent_enabled`; ``presets``/``presets3d``: the size
+#: tables, :func:`sized_model_config`).
+#: the model group's table of volume presets (``data.dims=3``), keyed by the largest volume edge.
+PRESETS_3D = "presets3d"
+MODEL_STAGE_KEYS = ("name", "batch_size", PRESETS, PRESETS_3D, "latent")
 
 
-def volume_preset(model_cfg: DictConfig | dict, image_shape: tuple[int, ...]) -> dict[str, Any]:
-    """The ``model`` group with its ``presets3d`` entry applied for volumes ``(C, D, H, W)``.
-
-    ``presets3d`` maps a largest volume edge (``"32"``, ``"64"``) to keys that replace the group's own
-    (``channels``, ``blocks_per_level``, ``batch_size``): a volume takes the smallest edge that holds it (larger
-    volumes the largest). Images ``(C, H, W)``, a group without ``presets3d`` or ``presets3d: null`` come back as
-    they are (then ``channels`` etc. apply to volumes too).
-    """
-    d = model_cfg if isinstance(model_cfg, dict) else OmegaConf.to_container(model_cfg, resolve=True)
-    d = dict(d)
-    presets = d.get("presets3d")
-    if len(image_shape) != 4 or not presets:
+def sized_model_config(model_cfg: DictConfig | dict, image_shape: tuple[int, ...] | list[int]) -> dict[str, Any]:
+    """The ``model`` group as a plain dict for inputs of ``image_shape``: ``(C, H, W)`` images take the row of
+    ``presets`` for the image side, ``(C, D, H, W)`` volumes the row of ``presets3d`` for the largest edge (the
+    row with the smallest side >= it; :mod:`synthgen.sizing`). Both tables are dropped, every null key the row
+    names is filled from it (explicit values win), and ``batch_size`` and every key some row sizes are required
+    (a row that leaves out a key the user left null is a :class:`ConfigError`; a volume larger than every
+    ``presets3d`` row too). For latent diffusion the train
+    stage passes the *latent* shape, so the UNet is sized for the space it denoises."""
+    d = dict(model_cfg if isinstance(model_cfg, dict) else OmegaConf.to_container(model_cfg, resolve=True))
+    side = image_side(image_shape)
+    table = PRESETS_3D if len(image_shape) == 4 else PRESETS
+    has_table = table in d
+    tables = {t: d.pop(t, None) or {} for t in (PRESETS, PRESETS_3D)}
+    if not has_table and table == PRESETS_3D:  # a 2D-only model (the GAN): its constructor says so
         return d
-    edges = sorted(int(k) for k in presets)
-    edge = max(int(v) for v in image_shape[1:])
-    pick = next((e for e in edges if e >= edge), edges[-1])
-    d.update(presets[str(pick)] if str(pick) in presets else presets[pick])
-    return d
+    rows = tables[table]
+    sized = apply_presets({**d, PRESETS: rows}, side, f"model.{table}")
+    sized_keys = sorted({k for row in rows.values() for k in (row or {})})
+    missing_after_presets(sized, ["batch_size", *sized_keys], "model", side)
+    return sized
 
 
 def model_kwargs(model_cfg: DictConfig | dict) -> dict[str, Any]:
@@ -84,13 +92,19 @@ def model_kwargs(model_cfg: DictConfig | dict) -> dict[str, Any]:
 def build_model(model_cfg: DictConfig | dict, class_names: list[str], image_shape: tuple[int, ...],
                 autoencoder: str | Path | None = None) -> GeneratorModule:
     """Instantiate ``model._target_`` with the prepared cohort's classes and image shape (``(C, H, W)``, or
-    ``(C, D, H, W)`` for volumes); with latent diffusion on, a
-    :class:`~synthgen.models.latent.LatentDiffusionModule` around the ``autoencoder`` checkpoint."""
+    ``(C, D, H, W)`` for volumes); size presets applied (:func:`sized_model_config`, for latent diffusion on the
+    latent shape); with latent diffusion on, a :class:`~synthgen.models.latent.LatentDiffusionModule` around
+    the ``autoencoder`` checkpoint."""
     from hydra.utils import instantiate
 
     from ..models.latent import build_latent_model, latent_enabled
 
-    kwargs = model_kwargs(model_cfg)
+    full = model_cfg if isinstance(model_cfg, dict) else OmegaConf.to_container(model_cfg, resolve=True)
+    latent = latent_enabled(full, image_shape)
+    if latent and autoencoder is None:
+        raise ConfigError("paths.autoencoder", "latent diffusion is on but no autoencoder checkpoint was given")
+    sizing_shape = autoencoder_latent_shape(autoencoder) if latent else image_shape
+    kwargs = model_kwargs(sized_model_config(full, sizing_shape))
     if "_target_" not in kwargs:
         raise ConfigError("model._target_", "no model class configured (pick one: model=cgan or model=ddpm)")
     full = model_cfg if isinstance(model_cfg, dict) else OmegaConf.to_container(model_cfg, resolve=True)
@@ -112,15 +126,28 @@ def build_model(model_cfg: DictConfig | dict, class_names: list[str], image_shap
     return model
 
 
-def resume_key(cfg: DictConfig, train_file: Path, world_size: int = 1, autoencoder: Path | None = None) -> str:
-    """What a resumable checkpoint must match: model config, seed, the exact training images, a non-zero
-    ``train.class_balance`` (left out at 0, so checkpoints written before the option still resume) and, for
-    latent diffusion, the autoencoder checkpoint.
+def autoencoder_latent_shape(path: str | Path) -> tuple[int, ...]:
+    """The latent shape ``(C_latent, h, w)`` (or ``(C_latent, d, h, w)``) of the autoencoder stage's checkpoint.
+
+    Raises:
+        InputError: the checkpoint is missing or unreadable (run the autoencoder stage first).
+    """
+    from ..models.autoencoder import latent_shape, read_autoencoder
+
+    hp = read_autoencoder(path)["hyper_parameters"]
+    return latent_shape(hp["image_shape"], hp["channels"], hp["latent_channels"])
+
+
+def resume_key(cfg: DictConfig, train_file: Path, world_size: int = 1, autoencoder: Path | None = None,
+               model_cfg: dict[str, Any] | None = None) -> str:
+    """What a resumable checkpoint must match: model config (``model_cfg``, the sized one the stage trains;
+    default ``cfg.model``), seed, the exact training images, a non-zero ``train.class_balance`` (left out at 0,
+    so checkpoints written before the option still resume) and, for latent diffusion, the autoencoder checkpoint.
 
     ``model.batch_size`` is per device: with ``world_size`` > 1 processes the key holds the global batch
     (``batch_size * world_size``) instead, so that a checkpoint resumes on another process count at the same
     global batch (2 processes x 32 <-> 1 process x 64); one process keeps the config as it is."""
-    model = OmegaConf.to_container(cfg.model, resolve=True)
+    model = dict(OmegaConf.to_container(cfg.model, resolve=True) if model_cfg is None else model_cfg)
     if int(world_size) > 1:
         model["batch_size"] = int(model.get("batch_size") or 64) * int(world_size)
     ident = {"model": model, "seed": int(cfg.seed), "train_sha256": sha256_file(train_file)}
@@ -168,13 +195,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise InputError(prepared / "train.npz", "no training images")
     class_names = list(meta["class_names"])
     image_shape = tuple(int(v) for v in train_set.images.shape[1:])
-    model_cfg = volume_preset(cfg.model, image_shape)
-    batch_size = int(model_cfg.get("batch_size") or 64)
+    ae_file = Path(cfg.paths.get("autoencoder") or "models_ae") / "autoencoder.ckpt"
+    full_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    from ..models.latent import latent_enabled
+    latent = latent_enabled(full_cfg, image_shape)  # latent diffusion: the loaders hand out encoded latents
+    model_cfg = sized_model_config(full_cfg, autoencoder_latent_shape(ae_file) if latent else image_shape)
+    batch_size = int(model_cfg["batch_size"])
 
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    ae_file = Path(cfg.paths.get("autoencoder") or "models_ae") / "autoencoder.ckpt"
-    model = build_model(model_cfg, class_names, image_shape, ae_file)
-    latent = hasattr(model, "training_inputs")  # latent diffusion: the loaders hand out encoded latents
+    model = build_model(full_cfg, class_names, image_shape, ae_file)
     models_dir = Path(cfg.paths.models)
     models_dir.mkdir(parents=True, exist_ok=True)
     last = models_dir / "last.ckpt"
@@ -192,7 +221,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     world_size = int(trainer.world_size)  # DDP processes (devices x nodes); batch_size is per process
     if hasattr(model, "check_distributed"):  # before any process starts: a one-line config error
         model.check_distributed(batch_size, world_size)
-    key = saver.resume_key = resume_key(cfg, prepared / "train.npz", world_size, ae_file if latent else None)
+    key = saver.resume_key = resume_key(cfg, prepared / "train.npz", world_size, ae_file if latent else None,
+                                        model_cfg)
     state = resume_state(last, key) if cfg.train.get("resume", True) else None
     ckpt_path, start_step = state if state else (None, 0)
     if state:
@@ -243,6 +273,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "model": str(cfg.model.get("name", class_path(model))),
         "target": class_path(model),
         "parameters": int(sum(p.numel() for p in model.parameters())),
+        "batch_size": batch_size,
         "global_step": int(trainer.global_step),
         "batches": int(model.rng_batches),
         "epochs": int(model.rng_batches // max(1, len(train_dl))),
