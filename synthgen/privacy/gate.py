@@ -24,9 +24,9 @@ cohort with a null that real unseen images meet (DCR and membership inference on
   memorized nothing gives AUC 0.5 and TPR@1%FPR 0.01 in expectation; the literature limits (AUC 0.60,
   TPR 3%) apply as they are, and each fails only when the excess is significant at ``mia_alpha`` under a
   null valid at the audit's sizes (:mod:`synthgen.privacy.mia_gate`: Hanley-McNeil for the AUC, the exact
-  rank null of the few-non-member threshold for the TPR). The real-data control (the same distance attack with the holdout in place of
-  the synthetic cohort; :func:`~synthgen.privacy.audit.cohort_stats`) is reported next to the gate and
-  never changes its limit or value.
+  rank null of the few-non-member threshold for the TPR). The real-data control (the same distance attack
+  with the holdout in place of the synthetic cohort; :func:`~synthgen.privacy.audit.cohort_stats`) is
+  reported next to the gate and never changes its limit or value.
 """
 
 from __future__ import annotations

@@ -28,8 +28,8 @@ may catch more than ``limit`` (TPR is monotone in the FPR). Hence the null rate
     p = P(X >= x),  X | F ~ Binomial(m, r(F)),  F ~ Beta(j, n + 1 - j)
 
 computed by quadrature over the Beta quantiles. With ``limit = 0`` this is exactly the negative hypergeometric
-tail (members exchangeable with non-members); with thousands of non-members ``F`` concentrates at ``fpr`` and it tends to the one-sided binomial test
-of ``H0: TPR <= limit``. A 1% FPR is only resolvable when ``n >= 1 / fpr`` (100 non-members); below that the
+tail (members exchangeable with non-members); with very many non-members ``F`` concentrates at ``fpr`` and
+it tends to the one-sided binomial test of ``H0: TPR <= limit``. A 1% FPR is only resolvable when ``n >= 1 / fpr`` (100 non-members); below that the
 gate reports ``fpr_resolvable: false`` and the achieved FPR (``fpr_threshold = j / (n + 1)``, expected).
 """
 
