@@ -22,9 +22,11 @@ cohort with a null that real unseen images meet (DCR and membership inference on
 * ``mia_auc`` / ``mia_tpr_at_1pct_fpr`` (and ``mia_loss_*``): members are training images, non-members the
   reference set (real unseen images of the training distribution, class-matched), so a generator that
   memorized nothing gives AUC 0.5 and TPR@1%FPR 0.01 in expectation; the literature limits (AUC 0.60,
-  TPR 3%) apply as they are. The real-data control (the same distance attack with the holdout in place of
-  the synthetic cohort; :func:`~synthgen.privacy.audit.cohort_stats`) is reported next to the gate and
-  never changes its limit or value.
+  TPR 3%) apply as they are, and each fails only when the excess is significant at ``mia_alpha`` under a
+  null valid at the audit's sizes (:mod:`synthgen.privacy.mia_gate`: Hanley-McNeil for the AUC, the exact
+  rank null of the few-non-member threshold for the TPR). The real-data control (the same distance attack
+  with the holdout in place of the synthetic cohort; :func:`~synthgen.privacy.audit.cohort_stats`) is
+  reported next to the gate and never changes its limit or value.
 """
 
 from __future__ import annotations
@@ -32,10 +34,10 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import numpy as np
-from scipy.stats import binomtest
 
 from .calibrate import Threshold
 from .flagged import flagged_share_test, min_failing_share
+from .mia_gate import auc_test, tpr_test
 
 RULES = ("exact", "pearson", "ssim", "embedding", "ratio")
 _INDEX_KEY = {"pearson": "pearson_index", "ssim": "ssim_index", "embedding": "embedding_index",
@@ -79,20 +81,6 @@ def flag_samples(scores: Mapping[str, np.ndarray], exact_match: np.ndarray, labe
 def _gate(value: float, limit: float, ok: bool, **extra: Any) -> dict:
     return {"value": None if value is None or not np.isfinite(value) else float(value), "limit": float(limit),
             "passed": bool(ok), **extra}
-
-
-def tpr_p_value(tpr: float, n_members: int, limit: float) -> float:
-    """One-sided binomial p-value of ``H0: TPR <= limit`` given ``round(tpr * n_members)`` detected members.
-
-    The TPR at 1% FPR of a small audit (the demo's 120 members vs 120 non-members) rests on the one or two
-    highest non-member scores, so a single unlucky tail value moves it by several points; like the DCR gate,
-    the TPR gate fails only when the excess over the limit is significant. With thousands of members the test
-    has the power to fail a real leak at a few points above the limit.
-    """
-    if not (n_members > 0 and np.isfinite(tpr)):
-        return float("nan")
-    k = int(round(tpr * n_members))
-    return float(binomtest(k, n_members, limit, alternative="greater").pvalue) if k > 0 else 1.0
 
 
 def flagged_gate(stats: Mapping[str, Any], gates: Mapping[str, Any]) -> dict:
@@ -141,15 +129,42 @@ def cohort_gates(stats: Mapping[str, Any], gates: Mapping[str, Any]) -> dict[str
         m = stats.get(key)
         if not m or m.get("applicable") is False:   # e.g. the loss attack on a GAN: reported, not gated
             continue
-        auc, tpr = m.get("auc", float("nan")), m.get("tpr_at_fpr", float("nan"))
-        alim, tlim = float(g.get("mia_max_auc", 0.6)), float(g.get("mia_max_tpr_at_1pct_fpr", 0.03))
-        extra = {"nonmembers": m.get("nonmembers", "reference")}
-        if key == "mia" and stats.get("mia_control"):  # reported next to the gate, never subtracted from it
-            extra["control_auc"] = stats["mia_control"].get("auc")
-        out[f"{key}_auc"] = _gate(auc, alim, bool(np.isfinite(auc) and auc <= alim), **extra)
-        malpha = float(g.get("mia_alpha", 0.05))
-        p_tpr = tpr_p_value(tpr, int(m.get("n_members", 0)), tlim)
-        tpr_fail = bool(np.isfinite(tpr) and tpr > tlim and p_tpr < malpha)
-        out[f"{key}_tpr_at_1pct_fpr"] = _gate(tpr, tlim, not tpr_fail, p_value=p_tpr, alpha=malpha,
-                                              rule=f"fail if TPR > {tlim} and one-sided binomial p < {malpha}")
+        out.update(mia_gates(key, m, g, stats.get("mia_control") if key == "mia" else None))
+    return out
+
+
+def mia_gates(key: str, m: Mapping[str, Any], g: Mapping[str, Any], control: Mapping[str, Any] | None
+              ) -> dict[str, dict]:
+    """``{key}_auc`` and ``{key}_tpr_at_1pct_fpr`` from attack metrics ``m``
+    (:func:`~synthgen.privacy.membership.attack_metrics`).
+
+    Each fails only when the value exceeds its limit and the one-sided test of ``H0: value <= limit`` has
+    ``p < mia_alpha`` (:mod:`synthgen.privacy.mia_gate`). The AUC gate reports ``min_failing_auc`` (its
+    resolution at these sizes); without member/non-member counts it falls back to the bare limit. The TPR
+    gate reports the threshold's achieved FPR (``fpr_threshold``) and ``fpr_resolvable`` (false with fewer
+    than 100 non-members: 1% FPR cannot be resolved, the test is against the coarser threshold).
+    """
+    auc, tpr = m.get("auc", float("nan")), m.get("tpr_at_fpr", float("nan"))
+    alim, tlim = float(g.get("mia_max_auc", 0.6)), float(g.get("mia_max_tpr_at_1pct_fpr", 0.03))
+    malpha = float(g.get("mia_alpha", 0.05))
+    extra = {"nonmembers": m.get("nonmembers", "reference")}
+    if control:  # reported next to the gate, never subtracted from it
+        extra["control_auc"] = control.get("auc")
+    n_mem, n_non = int(m.get("n_members", 0) or 0), int(m.get("n_nonmembers", 0) or 0)
+    at = auc_test(auc, n_mem, n_non, alim, malpha)
+    if np.isfinite(at["p_value"]):
+        auc_fail = bool(np.isfinite(auc) and auc > alim and at["p_value"] < malpha)
+        rule = f"fail if AUC > {alim} with one-sided p < {malpha} (Hanley-McNeil se at {alim})"
+    else:
+        auc_fail = not bool(np.isfinite(auc) and auc <= alim)
+        rule = f"fail if AUC > {alim} (no member/non-member counts recorded: no test)"
+    out = {f"{key}_auc": _gate(auc, alim, not auc_fail, p_value=at["p_value"], alpha=malpha,
+                               min_failing_auc=at["min_failing_auc"], n_members=n_mem, n_nonmembers=n_non,
+                               rule=rule, **extra)}
+    tt = tpr_test(dict(m), tlim, float(m.get("fpr", 0.01) or 0.01))
+    p_tpr = tt["p_value"]
+    tpr_fail = bool(np.isfinite(tpr) and tpr > tlim and np.isfinite(p_tpr) and p_tpr < malpha)
+    out[f"{key}_tpr_at_1pct_fpr"] = _gate(
+        tpr, tlim, not tpr_fail, alpha=malpha, **tt,
+        rule=f"fail if TPR > {tlim} and one-sided p < {malpha} (members above the threshold against {tt['null']})")
     return out

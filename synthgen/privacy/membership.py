@@ -19,6 +19,8 @@ from typing import Callable
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from .mia_gate import rank_tpr
+
 ErrorFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
@@ -26,7 +28,9 @@ def attack_metrics(member_scores: np.ndarray, nonmember_scores: np.ndarray, fpr:
     """AUC and TPR at ``fpr`` for scores where larger means "more likely a member".
 
     Returns ``auc`` in ``[0, 1]``, ``tpr_at_fpr`` in ``[0, 1]`` (ROC interpolated at ``fpr``), ``fpr``,
-    ``n_members``, ``n_nonmembers``.
+    ``n_members``, ``n_nonmembers``, and the rank threshold the TPR gate tests
+    (:func:`~synthgen.privacy.mia_gate.rank_tpr`: ``threshold_rank``, ``n_above``, ``tpr_at_threshold``,
+    ``fpr_threshold``, ``fpr_empirical``).
     """
     m, n = np.asarray(member_scores, np.float64), np.asarray(nonmember_scores, np.float64)
     if len(m) == 0 or len(n) == 0:
@@ -37,7 +41,8 @@ def attack_metrics(member_scores: np.ndarray, nonmember_scores: np.ndarray, fpr:
     auc = float(roc_auc_score(y, s))
     f, t, _ = roc_curve(y, s)
     tpr = float(np.interp(fpr, f, t))
-    return {"auc": auc, "tpr_at_fpr": tpr, "fpr": fpr, "n_members": int(len(m)), "n_nonmembers": int(len(n))}
+    return {"auc": auc, "tpr_at_fpr": tpr, "fpr": fpr, "n_members": int(len(m)), "n_nonmembers": int(len(n)),
+            **rank_tpr(m, n, fpr)}
 
 
 def distance_attack(member_sims: np.ndarray, nonmember_sims: np.ndarray, fpr: float = 0.01) -> dict[str, float]:
