@@ -106,7 +106,7 @@ def test_unknown_boost_class_is_a_config_error(project):
 
 def test_pipeline_order_evaluate_reads_what_export_ships():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    assert list(stages) == ["prepare", "train", "generate", "curate", "privacy", "evaluate", "export"]
+    assert list(stages) == ["prepare", "autoencoder", "train", "generate", "curate", "privacy", "evaluate", "export"]
     deps = {name: [str(d) for d in s.get("deps", [])] for name, s in stages.items()}
     assert "data/generated" in deps["curate"] and "data/curated" in stages["curate"]["outs"]
     assert "data/curated" in deps["privacy"] and "data/generated" not in deps["privacy"]
