@@ -85,6 +85,19 @@ def test_missing_cohort_gives_one_line_and_no_output(project):
     assert not (out / "evaluate.json").exists()
 
 
+def test_a_cohort_too_small_to_evaluate_gives_one_line_and_no_output(project):
+    tmp, base = project
+    val = load_split(tmp / "prepared", "val", as_float=False)
+    save_npz(tmp / "tiny" / "cohort.npz", images=val.images[:3], labels=val.labels[:3],
+             seeds=np.arange(3, dtype=np.int64))
+    (tmp / "tiny" / "cohort.json").write_text(json.dumps({"class_names": ["a", "b", "c"]}))
+    r, out = _run(tmp, base, "tiny_out", f"evaluate.cohort={tmp / 'tiny' / 'cohort.npz'}")
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(err) == 1 and "3 synthetic images" in err[0] and "fidelity.k=5" in err[0], \
+        r.stderr
+    assert not (out / "evaluate.json").exists()
+
+
 def test_stage_reads_the_data_sources_symmetries(project):
     tmp, base = project
     r, out = _run(tmp, base, "badsym", "data.symmetries=[hflip,mirror]")

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from ..data.prepared import load_meta, load_split
 from ..data.symmetries import parse_symmetries
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from ..threads import torch_threads
 from ..io import write_json
 from ..metrics.classifier import Recipe
@@ -101,6 +101,11 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
         u = load_split(prepared, "train_uncut")
         uncut = _labeled(u.images, u.labels)
     syn_x, syn_y, _info = load_cohort(ecfg.cohort, meta)
+    k = int(ecfg.fidelity.k)
+    if len(syn_x) <= k:  # PRDC's k-NN radii (and FD's covariance) need more than k synthetic images
+        raise InputError(ecfg.cohort, f"{len(syn_x)} synthetic images: evaluation needs more than "
+                                      f"evaluate.fidelity.k={k} (curation or the privacy audit removed the rest; "
+                                      f"see metrics/curate.json and reports/privacy_report.json)")
     syn = _labeled(syn_x, syn_y)
     # Optional: the generated cohort before curation and the boost plan, for the rare-class curve's
     # "oversampling + raw synthetic" arm (trs_balanced on it, reported as trs_balanced_raw / rare.raw_synthetic).
