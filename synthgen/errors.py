@@ -55,3 +55,14 @@ class WriteError(InputError):
         super().__init__(path if path is not None else "(unknown file)",
                          f"cannot write: {reason} [{name}]; {left}free space or write the output elsewhere")
         self.err = err
+
+
+def wrapped_input_error(e: BaseException) -> InputError | None:
+    """The first :class:`InputError` (a :class:`ConfigError` too) in the ``__cause__`` chain of ``e``, or None.
+
+    ``hydra.utils.instantiate`` wraps every constructor error in its own exception; a stage that instantiates a
+    reader or a model re-raises ours unwrapped, so the user still gets one line naming the key or file."""
+    cause: BaseException | None = e
+    while cause is not None and not isinstance(cause, InputError):
+        cause = cause.__cause__
+    return cause

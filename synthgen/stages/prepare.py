@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, wrapped_input_error
 from ..io import atomic_path
 from ..data.cohort import Cohort
 from ..data.near_duplicates import format_table, near_duplicate_table
@@ -72,13 +72,11 @@ def build_reader(data_cfg: DictConfig) -> Any:
         raise ConfigError("data.dims", f"data={data_cfg.get('name', '?')} is a volume cohort: set data.dims=3")
     try:
         return instantiate(reader_cfg, _convert_="all")
-    except Exception as e:  # Hydra wraps constructor errors; surface ours unchanged
-        cause = e
-        while cause.__cause__ is not None and not isinstance(cause, InputError):
-            cause = cause.__cause__
-        if isinstance(cause, InputError):
-            raise cause from None
-        raise
+    except Exception as e:  # Hydra wraps constructor errors; surface ours (one line) unchanged
+        ours = wrapped_input_error(e)
+        if ours is None:
+            raise
+        raise ours from None
 
 
 def assign_splits(cohort: Cohort, split_cfg: DictConfig | dict) -> np.ndarray:

@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader
 
 from ..data.prepared import load_meta, load_split
 from ..data.resumable import ResumableLoader, class_mixture
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, wrapped_input_error
 from ..budget import budget_check
 from ..sizing import PRESETS, apply_presets, image_side, missing_after_presets
 from ..io import dumps_json, sha256_file, write_json
@@ -114,13 +114,11 @@ def build_model(model_cfg: DictConfig | dict, class_names: list[str], image_shap
         return build_latent_model(kwargs, class_names, image_shape, autoencoder)
     try:
         model = instantiate(kwargs, class_names=list(class_names), image_shape=list(image_shape), _convert_="all")
-    except Exception as e:  # Hydra wraps constructor errors; surface ours (e.g. the GAN refusing volumes) unchanged
-        cause = e
-        while cause.__cause__ is not None and not isinstance(cause, InputError):
-            cause = cause.__cause__
-        if isinstance(cause, InputError):
-            raise cause from None
-        raise
+    except Exception as e:  # Hydra wraps constructor errors; surface ours (one line) unchanged
+        ours = wrapped_input_error(e)
+        if ours is None:
+            raise
+        raise ours from None
     if not isinstance(model, GeneratorModule):
         raise ConfigError("model._target_", f"{kwargs['_target_']} is not a synthgen GeneratorModule")
     return model
