@@ -198,3 +198,25 @@ def test_gan_needs_an_even_batch_per_process() -> None:
     gan.check_distributed(4, 2)
     with pytest.raises(ConfigError, match="model.batch_size"):
         gan.check_distributed(3, 2)
+
+
+def test_autoencoder_draws_the_global_batch_posterior_and_keeps_its_rows(monkeypatch) -> None:
+    """The latent autoencoder under DDP: each rank draws the posterior noise of the whole global batch and keeps
+    its stride rows, so ranks 0 and 1 with 4 images each see exactly the draws one process sees with 8."""
+    from synthgen.models import distributed
+    from synthgen.models.autoencoder import AutoencoderModule
+
+    m = AutoencoderModule((1, 16, 16), channels=(8, 8), latent_channels=2, norm_num_groups=8, autocast=False,
+                          seed=3)
+    seen: list[torch.Tensor] = []
+    monkeypatch.setattr(m, "loss", lambda x, eps: (seen.append(eps.clone()), (x.sum() * 0, x.sum() * 0))[1])
+    monkeypatch.setattr(m, "log", lambda *a, **k: None)
+    x = torch.rand(8, 1, 16, 16)
+    m.training_step((x,), 0)  # one process, global batch 8
+    for rank in range(2):
+        monkeypatch.setattr(distributed, "world", lambda rank=rank: (rank, 2))
+        m._rng_streams = {}  # the same training batch on another rank
+        m.training_step((x[rank::2],), 0)
+    full, r0, r1 = seen
+    assert full.shape == (8, 2, 8, 8) and r0.shape == r1.shape == (4, 2, 8, 8)
+    assert torch.equal(full[0::2], r0) and torch.equal(full[1::2], r1)

@@ -34,6 +34,7 @@ from ..errors import ConfigError, InputError
 from ..io import atomic_path
 from .base import SeededModule
 from .checkpoints import class_path
+from .distributed import batch_slice, draw_rows
 
 
 def downsampling_factor(channels: Sequence[int]) -> int:
@@ -143,13 +144,16 @@ class AutoencoderModule(SeededModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         images = batch[0]
-        eps = torch.randn((images.shape[0], *self.latent_shape), generator=self.training_generator("posterior"))
+        n = images.shape[0]
+        g = self.training_generator("posterior")
+        sl = batch_slice(n)  # DDP: the posterior draws of the global batch, this rank's rows (all with one process)
+        eps = draw_rows((n, *self.latent_shape), sl, lambda s: torch.randn(s, generator=g))
         l1, kl = self.loss(images, eps.to(images.device))
         loss = l1 + float(self.hparams.kl_weight) * kl
-        n = images.shape[0]
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
-        self.log("train/l1", l1, on_step=True, on_epoch=True, batch_size=n)
-        self.log("train/kl", kl, on_step=True, on_epoch=True, batch_size=n)
+        sync = sl.rows is not None  # DDP: log the global batch's mean
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n, sync_dist=sync)
+        self.log("train/l1", l1, on_step=True, on_epoch=True, batch_size=n, sync_dist=sync)
+        self.log("train/kl", kl, on_step=True, on_epoch=True, batch_size=n, sync_dist=sync)
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
