@@ -125,6 +125,19 @@ def _blur1(x: torch.Tensor, sigma: torch.Tensor, axis: int) -> torch.Tensor:
     return out.reshape(shp).movedim(-1, axis)
 
 
+def _sample_padded(x: torch.Tensor, grid: torch.Tensor, modes: tuple[str, ...], g: torch.Generator
+                   ) -> torch.Tensor:
+    """Bilinear ``grid_sample`` of images or volumes ``x`` with one padding mode per sample drawn from ``modes``
+    (one ``randint`` draw of ``N`` values from ``g``); same shape as ``x``."""
+    pick = torch.randint(len(modes), (x.shape[0],), generator=g)
+    out = torch.empty_like(x)
+    for i, mode in enumerate(modes):
+        sel = pick == i
+        if bool(sel.any()):
+            out[sel] = F.grid_sample(x[sel], grid[sel], mode="bilinear", padding_mode=mode, align_corners=False)
+    return out
+
+
 def _augment3d(x: torch.Tensor, cfg: EmbeddingConfig, g: torch.Generator) -> torch.Tensor:
     """:func:`copy_augment` for volumes ``(N, C, D, H, W)``: rotation about the D axis (in the H-W plane),
     isotropic scale, shift along every axis (one affine map, padding drawn from ``pad_modes``), gamma, blur
@@ -142,13 +155,7 @@ def _augment3d(x: torch.Tensor, cfg: EmbeddingConfig, g: torch.Generator) -> tor
     mats = torch.stack([torch.stack([cos, -sin, z, t[0]], 1), torch.stack([sin, cos, z, t[1]], 1),
                         torch.stack([z, z, inv, t[2]], 1)], 1)
     grid = F.affine_grid(mats, [n, c, d, h, w], align_corners=False)
-    modes = tuple(cfg.pad_modes) or ("border",)
-    pick = torch.randint(len(modes), (n,), generator=g)
-    out = torch.empty_like(x)
-    for i, mode in enumerate(modes):
-        sel = pick == i
-        if bool(sel.any()):
-            out[sel] = F.grid_sample(x[sel], grid[sel], mode="bilinear", padding_mode=mode, align_corners=False)
+    out = _sample_padded(x, grid, tuple(cfg.pad_modes) or ("border",), g)
     gamma = torch.exp(u(math.log(cfg.gamma_range[0]), math.log(cfg.gamma_range[1])))
     y = out.clamp(0, 1) ** gamma[:, None, None, None, None]
     blur_on = torch.rand(n, generator=g) < 0.5
@@ -177,13 +184,7 @@ def copy_augment(x: torch.Tensor, cfg: EmbeddingConfig, g: torch.Generator) -> t
     if len(modes) == 1:                       # (one mode draws nothing: the former encoder, bit for bit)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode=modes[0], align_corners=False)
     else:
-        pick = torch.randint(len(modes), (n,), generator=g)
-        out = torch.empty_like(x)
-        for i, mode in enumerate(modes):
-            sel = pick == i
-            if bool(sel.any()):
-                out[sel] = F.grid_sample(x[sel], grid[sel], mode="bilinear", padding_mode=mode, align_corners=False)
-        x = out
+        x = _sample_padded(x, grid, modes, g)
     gamma = torch.exp(u(math.log(cfg.gamma_range[0]), math.log(cfg.gamma_range[1])))
     x = x.clamp(0, 1) ** gamma[:, None, None, None]
     blur_on = torch.rand(n, generator=g) < 0.5
