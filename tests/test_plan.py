@@ -85,8 +85,11 @@ def test_guidance_map_and_candidates_never_change_other_samples():
     cur = {"classes": ["basophil"], "oversample": 2, "guidance": [1.0, 2.0], "plan": {"amounts": [0.5, 2]}}
     plain = build_plan(cfg, NAMES, REAL)
     boosted = build_plan(cfg, NAMES, REAL, cur)
-    n = len(plain)
-    assert np.array_equal(boosted.seeds[:n], plain.seeds) and np.array_equal(boosted.labels[:n], plain.labels)
+    # the plan decides what ships of the boosted class: no ordinary basophils; the other classes' rows unchanged
+    assert boosted.counts == {"basophil": 0, "eosinophil": 4, "platelet": 4}
+    keep = plain.labels != 0
+    n = int(keep.sum())
+    assert np.array_equal(boosted.seeds[:n], plain.seeds[keep]) and np.array_equal(boosted.labels[:n], plain.labels[keep])
     assert plain.guidance.tolist() == [1.0] * 8 + [3.0] * 4 and not plain.candidate.any()
     assert boosted.candidates == {"basophil": 2 * 160} and boosted.candidate[n:].all()  # 2 x 2 x 40, 2 values
     assert np.bincount(boosted.guidance[n:].astype(int)).tolist() == [0, 160, 160]
@@ -95,6 +98,12 @@ def test_guidance_map_and_candidates_never_change_other_samples():
     assert set(boosted.seeds.tolist()) <= set(bigger.seeds.tolist())
     gan = build_plan(cfg, NAMES, REAL, cur, uses_guidance=False)
     assert (gan.guidance == 1.0).all() and gan.candidates == {"basophil": 160}
+    # plan off: every candidate ships, and the ordinary samples are drawn as without candidates
+    off = build_plan(cfg, NAMES, REAL, {**cur, "plan": {**cur["plan"], "enabled": False}})
+    assert off.counts == plain.counts and np.array_equal(off.seeds[:len(plain)], plain.seeds)
+    # an explicit count for the boosted class still draws that many ordinary samples
+    asked = build_plan({**cfg, "counts": {"basophil": 3}}, NAMES, REAL, cur)
+    assert asked.counts["basophil"] == 3 and np.array_equal(asked.seeds[:3], plain.seeds[:3])
     assert class_guidance(2.5, NAMES) == {n: 2.5 for n in NAMES}
 
 

@@ -279,18 +279,21 @@ def test_per_class_guidance_and_boost_candidates(trained, tmp_path):
     real_c = json.loads((trained / "prepared" / "meta.json").read_text())["counts"]["train"]["c"]
     assert rec["candidates"] == {"c": 2 * real_c} and rec["candidate_guidance"] == [1.0, 3.0]
     assert guidance.dtype == np.float32 and cand.dtype == bool and cand.sum() == 2 * real_c
-    assert not cand[:15].any() and np.array_equal(labels[cand], np.full(2 * real_c, 2))
-    assert guidance[:15].tolist() == [0.5] * 5 + [2.0] * 5 + [1.0] * 5        # a, b from the map; c unnamed
+    # c is boosted: the plan alone decides what ships of it, so no ordinary c rows are drawn
+    assert rec["counts"]["c"] == 0 and len(labels) == 10 + 2 * real_c
+    assert not cand[:10].any() and np.array_equal(labels[cand], np.full(2 * real_c, 2))
+    assert guidance[:10].tolist() == [0.5] * 5 + [2.0] * 5                   # a, b from the map
     assert sorted(set(guidance[cand].tolist())) == [1.0, 3.0]
     # every sample was drawn with its own guidance (grey level guidance / 4)
     grey = images.reshape(len(images), -1).mean(axis=1) / 255
     assert np.abs(grey - np.minimum(guidance / 4, 1)).max() < 0.01
-    # the ordinary rows are exactly those of a run without candidates
+    # the ordinary rows of a and b are exactly those of a run without candidates
     plain = generate(compose(base + [f"paths.generated={tmp_path / 'p'}", "++generate.sampling.guidance={a: 0.5, b: 2.0}",
                                      "curate.classes=[]"]))
     with np.load(plain / "cohort.npz") as z:
-        assert np.array_equal(z["seeds"], np.load(out / "cohort.npz")["seeds"][:15])
-        assert np.array_equal(z["images"], images[:15]) and not z["boost_candidate"].any()
+        assert np.array_equal(z["seeds"][:10], np.load(out / "cohort.npz")["seeds"][:10])
+        assert np.array_equal(z["images"][:10], images[:10]) and not z["boost_candidate"].any()
+        assert len(z["labels"]) == 15 and (z["labels"][10:] == 2).all()
     with pytest.raises(ConfigError, match=r"generate.sampling.guidance.*unknown class 'x'"):
         generate(compose(base + ["++generate.sampling.guidance={x: 2.0}"]))
 

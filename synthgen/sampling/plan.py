@@ -19,7 +19,10 @@ Guidance (per sample, ``Plan.guidance``): ``generate.sampling.guidance`` is one 
 Boost candidates (issue 14, for the curate stage): for every class ``c`` in ``curate.classes`` and every
 scale ``g_j`` (``j``-th entry) of ``curate.guidance``, ``ceil(curate.oversample * max(curate.plan.amounts) *
 real_c)`` extra samples drawn at guidance ``g_j`` (one block only, at 1.0, for a model without guidance),
-appended after the rows above (``Plan.candidate`` marks them). Candidate ``m`` of block ``j`` gets
+appended after the rows above (``Plan.candidate`` marks them). While the boost plan is on
+(``curate.plan.enabled``), a boosted class gets no ordinary ``per_class``/``balance_to`` samples: what ships of it
+is the plan's choice among its candidates (a ``counts`` entry naming it still draws, and ships, that many).
+Candidate ``m`` of block ``j`` gets
 ``k = 2**23 | (j << 19) | m``: a seed range of its own, so adding, removing or resizing candidates never
 changes another sample (limits: 16 guidance values, fewer than 2**19 candidates per class and value).
 """
@@ -224,6 +227,11 @@ def build_plan(gen_cfg: Mapping[str, Any], class_names: Sequence[str],
     counts = class_counts_from_config(gen_cfg, class_names, real_counts)
     scale = class_guidance((gen_cfg.get("sampling") or {}).get("guidance"), class_names)
     boost = candidate_counts(curate_cfg, class_names, real_counts)
+    if boost and bool(((curate_cfg or {}).get("plan") or {}).get("enabled", True)):
+        # The boost plan alone decides what ships of a boosted class; ordinary per_class/balance_to samples
+        # would ship past it ("none shipped" in the card while 1500 shipped). An explicit counts entry stays.
+        explicit = {str(k) for k in dict(gen_cfg.get("counts") or {})}
+        counts = {n: (0 if n in boost and n not in explicit else v) for n, v in counts.items()}
     grid = candidate_guidance(curate_cfg, uses_guidance) if boost else []
     labels, seeds, guidance, cand = [], [], [], []
 
