@@ -103,6 +103,9 @@ def test_candidates_without_gain_ship_nothing(world, one_thread, bad):
     assert cls["verdict"] == "none" and cls["n_images"] == 0 and len(plan.selected_indices()) == 0, cls
     assert len(cls["trials"]) == 2 and "none shipped" in plan.summary_lines()[0]
     assert not plan.summary()["classes"]["rare"]["shipped"]
+    # the reader learns what there was to gain: the baseline's own validation recall of the class
+    base = plan.to_json()["baseline"]["recall"]["rare"]["mean"]
+    assert f"where oversampling alone reaches recall {base:.3f} on its {cls['n_val']} images" in cls["reason"]
 
 
 def test_plan_is_deterministic_and_searches_guidance(world, one_thread):
