@@ -162,9 +162,12 @@ def _curate(cfg: DictConfig) -> dict[str, Any]:
             "candidates_in": int((m & is_cand).sum()), "candidates_kept": int((m & is_cand & result.kept).sum()),
             "dropped": {r: int((m & (result.reason == i)).sum()) for i, r in enumerate(REASONS) if r != "kept"}}
     for name, v in per_class.items():
-        if v["in"] and not v["shipped"]:
+        if v["in"] and not v["kept"]:
             log.warning("curate: class %s ships none of its %d generated samples (dropped: %s); look at "
                         "reports/samples.png: the generator may not have learned it", name, v["in"], v["dropped"])
+        elif v["in"] and not v["shipped"]:  # the filter kept some; the boost plan refused them (boost.json says why)
+            log.info("curate: class %s ships none of its %d filter-kept samples: the boost plan found no gain "
+                     "on validation", name, v["kept"])
     summary = {"n_in": n, "n_kept": int(result.kept.sum()), "n_shipped": int(len(shipped)),
                "dropped": {r: v for r, v in result.counts().items() if r != "kept"},
                "per_class": per_class, "thresholds": thresholds.to_dict(), "classes": classes,
