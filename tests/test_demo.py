@@ -137,3 +137,25 @@ def test_default_prepare_runs_without_arguments(tmp_path):
         r = subprocess.run([sys.executable, str(CHECK_CONTRACTS), "prepared", str(tmp_path / "data" / "prepared")],
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stdout
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_demo_writers_refuse_unknown_classes_and_foreign_folders(tmp_path, dims):
+    from synthgen.data.demo import write_demo
+    from synthgen.data.phantom3d import write_demo3d
+    from synthgen.errors import ConfigError, InputError
+
+    def write(root, prevalence):
+        if dims == 2:
+            return write_demo(root, patients=4, images_per_patient=1, source_size=64, prevalence=prevalence, seed=0)
+        return write_demo3d(root, patients=4, source_shape=[16, 16, 16], source_spacing=[2.0, 2.0, 2.0],
+                            prevalence=prevalence, seed=0)
+
+    with pytest.raises(ConfigError, match=r"data\.prevalence.*unknown classes \['fracture'\]"):
+        write(tmp_path / "new", {"normal": 0.9, "fracture": 0.1})
+    foreign = tmp_path / "someone_elses"
+    foreign.mkdir()
+    (foreign / "scan.dcm").write_bytes(b"not ours")
+    with pytest.raises(InputError, match="not a synthgen demo folder"):
+        write(foreign, {"normal": 1.0})
+    assert (foreign / "scan.dcm").read_bytes() == b"not ours" and not (tmp_path / "new").exists()

@@ -88,6 +88,16 @@ def render_size(source_size: int | None, image_size: int | None) -> int:
     return max(MIN_RENDER_SIZE, int(image_size)) if image_size is not None else MIN_RENDER_SIZE
 
 
+def check_demo_target(root: Path, prevalence: Mapping[str, float], known: Sequence[str], phantom: str) -> None:
+    """Refuse unknown classes in ``prevalence`` (ConfigError naming ``data.prevalence``) and a non-empty ``root``
+    that is not a synthgen demo folder (InputError: a demo writer never overwrites someone's data)."""
+    unknown = [k for k in prevalence if k not in known]
+    if unknown:
+        raise ConfigError("data.prevalence", f"unknown classes {unknown}; {phantom} knows {list(known)}")
+    if root.exists() and any(root.iterdir()) and not (root / MARKER).exists():
+        raise InputError(root, f"exists and is not a synthgen demo folder (no {MARKER}); refusing to overwrite")
+
+
 def write_demo(root: str | Path, *, patients: int, images_per_patient: int, source_size: int,
                prevalence: Mapping[str, float], seed: int, labels: str = "labels.csv") -> Path:
     """Write the demo DICOM cohort into ``root`` atomically (replacing a previous demo there).
@@ -98,11 +108,7 @@ def write_demo(root: str | Path, *, patients: int, images_per_patient: int, sour
     """
     root = Path(root)
     prevalence = dict(prevalence)
-    unknown = [k for k in prevalence if k not in FINDINGS]
-    if unknown:
-        raise ConfigError("data.prevalence", f"unknown classes {unknown}; the phantom knows {list(FINDINGS)}")
-    if root.exists() and any(root.iterdir()) and not (root / MARKER).exists():
-        raise InputError(root, f"exists and is not a synthgen demo folder (no {MARKER}); refusing to overwrite")
+    check_demo_target(root, prevalence, FINDINGS, "the phantom")
     params = {"writer": _writer_hash(), "patients": int(patients), "images_per_patient": int(images_per_patient),
               "source_size": int(source_size), "prevalence": {k: float(v) for k, v in prevalence.items()},
               "seed": int(seed), "labels": str(labels)}

@@ -36,10 +36,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError
 from ..io import atomic_path, sha256_file, write_json
 from .cohort import Cohort
-from .demo import MANIFEST, MARKER, _up_to_date, patient_classes
+from .demo import MANIFEST, MARKER, _up_to_date, check_demo_target, patient_classes
 from .volumes import NiftiVolumeReader
 
 FINDINGS_3D = ("normal", "nodule", "effusion", "pneumothorax")
@@ -186,11 +186,7 @@ def write_demo3d(root: str | Path, *, patients: int, source_shape: Sequence[int]
     Raises :class:`InputError` if ``root`` holds something other than a synthgen demo cohort.
     """
     root = Path(root)
-    unknown = [k for k in prevalence if k not in FINDINGS_3D]
-    if unknown:
-        raise ConfigError("data.prevalence", f"unknown classes {unknown}; the 3D phantom knows {list(FINDINGS_3D)}")
-    if root.exists() and any(root.iterdir()) and not (root / MARKER).exists():
-        raise InputError(root, f"exists and is not a synthgen demo folder (no {MARKER}); refusing to overwrite")
+    check_demo_target(root, prevalence, FINDINGS_3D, "the 3D phantom")
     shape = [int(s) for s in source_shape]
     spacing = [float(s) for s in source_spacing]
     params: dict[str, Any] = {"writer": _writer_hash(), "patients": int(patients), "source_shape": shape,
