@@ -26,10 +26,10 @@ TINY = ["evaluate.classifier.steps=6", "evaluate.classifier.batch_size=16", "eva
 def _rare(keep: int, base: float) -> dict:
     arm = lambda d: {"rare_recall": base + d, "balanced_accuracy": 0.8 + d / 10}  # noqa: E731
     return {"rare": {"classes": ["b"], "real_only": arm(0.0), "oversampling": arm(0.1), "raw_synthetic": arm(0.12),
-                     "synthetic": arm(0.15)},
+                     "boost_plan": arm(0.15), "synthetic": arm(0.9)},
             "utility": {a: {"balanced_accuracy": {"mean": 0.8, "std": 0.01}, "recall": {"b": {"mean": base,
                                                                                                 "std": 0.02}}}
-                        for a in ("trtr", "trtr_balanced", "trs_balanced_raw", "trs_balanced")}}
+                        for a in ("trtr", "trtr_balanced", "trs_balanced_raw", "trs_balanced_rare")}}
 
 
 def _state(name: str, keep: int | None, metrics: dict | None, error: dict | None = None) -> dict:
@@ -75,24 +75,45 @@ def test_bad_inputs_are_one_line_exit_2(tmp_path):
     assert not (tmp_path / "o.png").exists()
 
 
-def test_evaluate_raw_cohort_arm_feeds_the_curve(tmp_path, one_thread):
-    from synthgen.stages.evaluate import run
+def test_evaluate_rare_arms_add_only_the_rare_class_and_feed_the_curve(tmp_path, one_thread, monkeypatch):
+    """The raw and boost-plan arms add the rare class's synthetic images only; where the shipped cohort holds none
+    of the rare class, the boost-plan arm is the oversampling arm itself (same per-seed scores, not retrained)."""
+    import synthgen.stages.evaluate as stage
 
+    pools: list[np.ndarray] = []
+    real_run_arms = stage.run_arms
+
+    def spy(arms, seeds, real, synthetic, *a, **k):
+        pools.append(np.unique(synthetic.labels))
+        return real_run_arms(arms, seeds, real, synthetic, *a, **k)
+
+    monkeypatch.setattr(stage, "run_arms", spy)
     src = make_medmnist_npz(tmp_path / "toy.npz", n=160, channels=3)
     data = [f"data.path={src}", "data.classes=[a,b,c]", "data.rare.classes=[b]", "data.rare.keep=6"]
     prepared = prepare(compose(["data=medmnist", *data]), tmp_path / "prepared")
     val = load_split(prepared, "val", as_float=False)
+    keep = {"gen": np.ones(len(val.labels), bool), "cur": val.labels != 1}  # the plan shipped no `b`
     for name, reps in (("gen", 3), ("cur", 1)):
-        save_npz(tmp_path / name / "cohort.npz", images=np.concatenate([val.images] * reps),
-                 labels=np.concatenate([val.labels] * reps), seeds=np.arange(reps * len(val.labels), dtype=np.int64))
+        x, y = np.concatenate([val.images[keep[name]]] * reps), np.concatenate([val.labels[keep[name]]] * reps)
+        save_npz(tmp_path / name / "cohort.npz", images=x, labels=y, seeds=np.arange(len(y), dtype=np.int64))
         (tmp_path / name / "cohort.json").write_text(json.dumps({"class_names": ["a", "b", "c"]}))
     cfg = compose(["data=medmnist", *data, f"paths.prepared={prepared}", f"evaluate.cohort={tmp_path / 'cur'}",
                    f"evaluate.raw_cohort={tmp_path / 'gen'}", f"evaluate.cache_dir={tmp_path / 'cache'}",
-                   f"paths.metrics={tmp_path / 'm'}", f"paths.reports={tmp_path / 'm'}", *TINY])
-    m = json.loads(run(cfg).read_text())
-    assert set(m["utility"]) >= {"trtr", "trtr_balanced", "trs_balanced", "trs_balanced_raw"}
-    assert set(m["rare"]) >= {"real_only", "oversampling", "synthetic", "raw_synthetic"}
+                   f"paths.metrics={tmp_path / 'm'}", f"paths.reports={tmp_path / 'm'}", *TINY,
+                   "evaluate.utility.seeds=[0,1]"])
+    m = json.loads(stage.run(cfg).read_text())
+    assert set(m["utility"]) >= {"trtr", "trtr_balanced", "trs_balanced", "trs_balanced_raw", "trs_balanced_rare"}
+    assert set(m["rare"]) >= {"real_only", "oversampling", "synthetic", "raw_synthetic", "boost_plan"}
+    # One run_arms call for the three configured arms (the whole cohort: a and c), one for the raw arm (b only);
+    # none for the boost-plan arm, whose pool is empty.
+    assert [p.tolist() for p in pools] == [[0, 2], [1]]
+    assert m["rare"]["synthetic_images"] == {"boost_plan": 0, "raw_synthetic": 3 * int((val.labels == 1).sum())}
+    assert m["utility"]["trs_balanced_rare"] == m["utility"]["trtr_balanced"]
+    paired = m["rare"]["boost_plan_paired"]["rare_recall"]
+    assert paired["per_seed"] == [0.0, 0.0] and paired["ci"] == [0.0, 0.0]
+    assert len(m["rare"]["raw_synthetic_paired"]["balanced_accuracy"]["per_seed"]) == 2
     out = tmp_path / "c.png"
     assert main(["--metrics", f"toy:6={tmp_path / 'm' / 'evaluate.json'}", "--out", str(out)]) == 0
     pts = json.loads(out.with_suffix(".json").read_text())["points"]["toy"]
     assert pts["oversampling + raw synthetic"]["keep"] == [6] and len(pts) == 4
+    assert pts["oversampling + boost plan"]["rare_recall"] == pts["oversampling"]["rare_recall"]

@@ -9,7 +9,7 @@ from synthgen.metrics.classifier import Recipe, class_balanced_weights, embed, p
 from synthgen.metrics.diversity import fit_betas, intra_class_ms_ssim, ms_ssim_pairs
 from synthgen.metrics.frechet import frechet_distance, kernel_distance
 from synthgen.metrics.prdc import prdc, prdc_per_class
-from synthgen.metrics.utility import LabeledImages, arm_pool, rare_gain, score, summarize
+from synthgen.metrics.utility import LabeledImages, arm_pool, only_classes, rare_gain, score, summarize
 
 
 def _gauss(n, d, seed, shift=0.0, scale=1.0):
@@ -115,6 +115,27 @@ def test_rare_gain_share_of_gap():
     assert g["synthetic"]["gap_closed_rare_recall"] == pytest.approx(0.75)
     assert g["synthetic"]["gap_closed_balanced_accuracy"] == pytest.approx(0.8)
     assert g["synthetic_minus_oversampling"]["rare_recall"] == pytest.approx(0.25)
+
+
+def test_rare_gain_pairs_seeds_and_only_classes_keeps_the_rare_images():
+    def seed(recalls, bal):
+        return {"recall": recalls, "balanced_accuracy": bal}
+    runs = {"trtr_balanced": [seed([0.9, 0.5], 0.70), seed([0.9, 0.6], 0.75), seed([0.9, 0.4], 0.65)],
+            "trs_balanced_rare": [seed([0.9, 0.6], 0.72), seed([0.9, 0.8], 0.80), seed([0.9, 0.5], 0.66)]}
+    summary = {a: {"recall": {n: {"mean": float(np.mean([s["recall"][i] for s in r]))} for i, n in enumerate("cr")},
+                   "balanced_accuracy": {"mean": float(np.mean([s["balanced_accuracy"] for s in r]))}}
+               for a, r in runs.items()}
+    g = rare_gain(summary, ["r"], runs, ["c", "r"])
+    p = g["boost_plan_paired"]["rare_recall"]
+    assert p["per_seed"] == pytest.approx([0.1, 0.2, 0.1]) and p["mean"] == pytest.approx(0.4 / 3)
+    # t(0.975, 2) = 4.303; sd of (0.1, 0.2, 0.1) = 0.0577
+    assert p["half_width"] == pytest.approx(4.303 * 0.057735 / 3 ** 0.5, rel=1e-3)
+    assert g["boost_plan_paired"]["balanced_accuracy"]["per_seed"] == pytest.approx([0.02, 0.05, 0.01])
+    assert "boost_plan_paired" not in rare_gain(summary, ["r"])  # no per-seed runs: means only
+    data = LabeledImages(torch.arange(5, dtype=torch.float32).reshape(5, 1, 1, 1), np.array([0, 1, 2, 1, 0]))
+    kept = only_classes(data, [1])
+    assert kept.labels.tolist() == [1, 1] and kept.images.flatten().tolist() == [1.0, 3.0]
+    assert len(only_classes(data, [5]).labels) == 0
 
 
 def test_classifier_learns_a_separable_toy_task_and_is_deterministic(one_thread):

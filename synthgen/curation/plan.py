@@ -46,22 +46,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from scipy import stats
 
 from ..errors import ConfigError, InputError
 from ..metrics.classifier import Recipe, class_balanced_weights, predict_proba, train_classifier
-from ..metrics.utility import LabeledImages, score
+from ..metrics.utility import LabeledImages, paired_interval, score
 from .plan_config import METRICS, RULE, PlanConfig
 
 log = logging.getLogger(__name__)
-
-def paired_interval(diffs: Sequence[float], confidence: float) -> dict[str, Any]:
-    """Mean, std (ddof 1) and two-sided Student t ``confidence`` interval of paired per-seed differences."""
-    d = np.asarray(diffs, dtype=np.float64)
-    sd = float(d.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, len(d) - 1) * sd / math.sqrt(len(d)))
-    m = float(d.mean())
-    return {"mean": m, "std": sd, "half_width": half, "ci": [m - half, m + half], "per_seed": d.tolist()}
 
 
 @dataclass

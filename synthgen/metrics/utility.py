@@ -15,6 +15,10 @@ Arms (identical recipe and step budget, several seeds):
 Scores: accuracy, balanced accuracy (mean recall over classes present in test), macro AUROC
 (one-vs-rest, over classes with positives and negatives in test), per-class recall and the confusion
 matrix. Synthetic data is worth shipping where ``trs_balanced`` beats ``trtr_balanced``.
+
+For a rare-class run the evaluate stage adds ``trs_balanced`` on the synthetic images *of the rare classes only*
+(``trs_balanced_rare``; :func:`only_classes`), so the rare-class effect is not mixed with what the common
+classes' ordinary synthetic images do to the classifier.
 """
 
 from __future__ import annotations
@@ -22,8 +26,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+import math
+
 import numpy as np
 import torch
+from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from .classifier import Recipe, class_balanced_weights, predict_proba, train_classifier
@@ -37,6 +44,12 @@ class LabeledImages:
 
     images: torch.Tensor
     labels: np.ndarray
+
+
+def only_classes(data: LabeledImages, classes: Sequence[int]) -> LabeledImages:
+    """The images of ``data`` whose label is in ``classes`` (order kept; may be empty)."""
+    keep = np.isin(data.labels, np.asarray(list(classes), dtype=np.int64))
+    return LabeledImages(data.images[torch.from_numpy(keep)], data.labels[keep])
 
 
 def arm_pool(arm: str, real: LabeledImages, synthetic: LabeledImages, n_classes: int,
@@ -107,6 +120,15 @@ def run_arms(arms: Sequence[str], seeds: Sequence[int], real: LabeledImages, syn
     return out
 
 
+def paired_interval(diffs: Sequence[float], confidence: float) -> dict[str, Any]:
+    """Mean, std (ddof 1) and two-sided Student t ``confidence`` interval of paired per-seed differences."""
+    d = np.asarray(diffs, dtype=np.float64)
+    sd = float(d.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(d) - 1) * sd / math.sqrt(len(d)))
+    m = float(d.mean())
+    return {"mean": m, "std": sd, "half_width": half, "ci": [m - half, m + half], "per_seed": d.tolist()}
+
+
 def _ms(values: Sequence[float]) -> dict[str, float]:
     v = np.asarray(values, dtype=np.float64)
     return {"mean": float(np.mean(v)), "std": float(np.std(v))}
@@ -122,16 +144,29 @@ def summarize(runs: dict[str, list[dict[str, Any]]], class_names: list[str]) -> 
     return out
 
 
-def rare_gain(summary: dict[str, Any], rare: Sequence[str]) -> dict[str, Any]:
-    """Rare-class recall and balanced accuracy of real-only (``trtr``), real + oversampling
-    (``trtr_balanced``), real + oversampling + synthetic (``trs_balanced``), real + oversampling + the raw
-    generated cohort (``trs_balanced_raw``, when ``evaluate.raw_cohort`` is set), and, when the
-    ``full_reference`` arm ran, the share of the gap between real-only and the reference each closes
-    (``(arm - real_only) / (reference - real_only)``; ``None`` when the gap is under 0.01)."""
-    names = {"real_only": "trtr", "oversampling": "trtr_balanced", "synthetic": "trs_balanced",
-             "raw_synthetic": "trs_balanced_raw", "reference": "full_reference"}
+#: ``rare`` section label -> utility arm, in the order a reader compares them.
+RARE_ARMS = {"real_only": "trtr", "oversampling": "trtr_balanced", "synthetic": "trs_balanced",
+             "raw_synthetic": "trs_balanced_raw", "boost_plan": "trs_balanced_rare", "reference": "full_reference"}
+#: The arms compared against oversampling (``<label>_minus_oversampling``, ``<label>_paired``).
+_VERSUS_OVERSAMPLING = ("synthetic", "raw_synthetic", "boost_plan")
+
+
+def rare_gain(summary: dict[str, Any], rare: Sequence[str], runs: dict[str, list[dict[str, Any]]] | None = None,
+              class_names: Sequence[str] | None = None, confidence: float = 0.95) -> dict[str, Any]:
+    """Rare-class recall (mean over ``rare``) and balanced accuracy of every arm in :data:`RARE_ARMS` that ran.
+
+    ``real_only`` (``trtr``), ``oversampling`` (``trtr_balanced``), ``synthetic`` (``trs_balanced`` on the whole
+    evaluated cohort), ``raw_synthetic`` (``trs_balanced_raw``: the rare classes' candidates before curation and the
+    plan, when ``evaluate.raw_cohort`` is set), ``boost_plan`` (``trs_balanced_rare``: the rare classes' images of
+    the evaluated cohort only, i.e. what the boost plan shipped) and ``reference`` (``full_reference``). When the
+    reference ran: the share of the gap between real-only and the reference each closes
+    (``(arm - real_only) / (reference - real_only)``; ``None`` when the gap is under 0.01). Against oversampling:
+    the difference of means (``<label>_minus_oversampling``) and, given the per-seed ``runs`` and ``class_names``
+    with >= 2 seeds, the paired per-seed difference with its Student t ``confidence`` interval
+    (``<label>_paired``: the arms share seeds, so seed ``i`` of both starts from the same weights).
+    """
     out: dict[str, Any] = {}
-    for label, arm in names.items():
+    for label, arm in RARE_ARMS.items():
         if arm not in summary:
             continue
         rec = [summary[arm]["recall"][c]["mean"] for c in rare]
@@ -140,14 +175,27 @@ def rare_gain(summary: dict[str, Any], rare: Sequence[str]) -> dict[str, Any]:
     if "reference" in out and "real_only" in out:
         for metric in ("rare_recall", "balanced_accuracy"):
             lo, hi = out["real_only"][metric], out["reference"][metric]
-            for label in ("oversampling", "synthetic"):
+            for label in ("oversampling", *_VERSUS_OVERSAMPLING):
                 if label in out:
                     gap = hi - lo
                     out[label][f"gap_closed_{metric}"] = None if gap < 0.01 else (out[label][metric] - lo) / gap
-    if "synthetic" in out and "oversampling" in out:
-        out["synthetic_minus_oversampling"] = {
-            m: out["synthetic"][m] - out["oversampling"][m] for m in ("rare_recall", "balanced_accuracy")}
+    if "oversampling" not in out:
+        return out
+    idx = [list(class_names).index(c) for c in rare] if class_names is not None else []
+    for label in _VERSUS_OVERSAMPLING:
+        if label not in out:
+            continue
+        out[f"{label}_minus_oversampling"] = {
+            m: out[label][m] - out["oversampling"][m] for m in ("rare_recall", "balanced_accuracy")}
+        a, b = (runs or {}).get(RARE_ARMS[label]), (runs or {}).get("trtr_balanced")
+        if a and b and idx and len(a) == len(b) >= 2:
+            def per_seed(scores: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+                return {"rare_recall": np.array([np.nanmean(np.asarray(s["recall"])[idx]) for s in scores]),
+                        "balanced_accuracy": np.array([s["balanced_accuracy"] for s in scores])}
+            pa, pb = per_seed(a), per_seed(b)
+            out[f"{label}_paired"] = {m: paired_interval(pa[m] - pb[m], confidence) for m in pa}
     return out
 
 
-__all__ = ["ARMS", "LabeledImages", "arm_pool", "rare_gain", "run_arms", "score", "summarize"]
+__all__ = ["ARMS", "RARE_ARMS", "LabeledImages", "arm_pool", "only_classes", "paired_interval", "rare_gain", "run_arms",
+           "score", "summarize"]

@@ -3,9 +3,13 @@ against the number of real rare training images (``data.rare.keep``), one line p
 
 * ``real only``                        -- ``rare.real_only`` of ``metrics/evaluate.json`` (arm ``trtr``);
 * ``oversampling``                     -- ``rare.oversampling`` (``trtr_balanced``);
-* ``oversampling + raw synthetic``     -- ``rare.raw_synthetic`` (``trs_balanced_raw``: the generated cohort
-  before curation and the plan; only when the run set ``evaluate.raw_cohort``);
-* ``oversampling + boost plan``        -- ``rare.synthetic`` (``trs_balanced`` on what ships, ``data/audited``).
+* ``oversampling + raw synthetic``     -- ``rare.raw_synthetic`` (``trs_balanced_raw``: the rare classes'
+  generated images before curation and the plan; only when the run set ``evaluate.raw_cohort``);
+* ``oversampling + boost plan``        -- ``rare.boost_plan`` (``trs_balanced_rare``: the rare classes' images of
+  what ships, ``data/audited``; equal to oversampling where the plan shipped none).
+
+Both synthetic arms add the rare classes' synthetic images only: the common classes' ordinary synthetic images
+change the classifier too (``rare.synthetic``, the whole shipped cohort, is in evaluate.json but not drawn).
 
 Error bars: the std over classifier seeds (``utility.<arm>`` of the same file) where one rare class is
 reported. Experiments come from ``dvc exp show --json`` (run here, or a saved file with ``--exp-show``) or from
@@ -38,7 +42,7 @@ from ..io import atomic_path, write_json
 #: (label in the plot, key under ``rare`` in evaluate.json, utility arm for the error bars)
 ARMS = (("real only", "real_only", "trtr"), ("oversampling", "oversampling", "trtr_balanced"),
         ("oversampling + raw synthetic", "raw_synthetic", "trs_balanced_raw"),
-        ("oversampling + boost plan", "synthetic", "trs_balanced"))
+        ("oversampling + boost plan", "boost_plan", "trs_balanced_rare"))
 METRICS = (("rare_recall", "rare-class recall"), ("balanced_accuracy", "balanced accuracy"))
 EVALUATE_JSON = "metrics/evaluate.json"
 
