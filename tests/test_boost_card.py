@@ -77,3 +77,25 @@ def test_card_curation_section_counts_and_names_a_class_that_ships_nothing():
     assert "## Curation" in text and "| a | 100 | 90 | 90 | 8 | 2 |" in text and "| b | 100 | 0 | 0 | 95 | 5 |" in text
     assert "**No synthetic images of b**" in text and "No synthetic images of a" not in text
     assert curation_section({}) == [] and curation_section({"curation": {"per_class": {}}}) == []
+
+
+def test_card_states_the_rare_class_test_result_of_what_ships():
+    from synthgen.export.card import rare_test_lines
+
+    arm = lambda r, b: {"rare_recall": r, "balanced_accuracy": b}  # noqa: E731
+    paired = {"rare_recall": paired_interval([0.02, 0.04, 0.03, 0.03, 0.035], 0.95),
+              "balanced_accuracy": paired_interval([0.0, 0.01, 0.0, 0.005, 0.0], 0.95)}
+    ev = {"seeds": 5, "rare": {"classes": ["basophil"], "oversampling": arm(0.671, 0.896),
+                               "boost_plan": arm(0.702, 0.899), "synthetic_images": {"boost_plan": 400},
+                               "boost_plan_paired": paired}}
+    (line,) = rare_test_lines(ev)
+    assert "Rare class basophil on the real test split" in line and "5 classifier seeds" in line
+    assert "oversampling alone 0.671, adding the 400 shipped synthetic images of this class: 0.702" in line
+    # sd 0.00742 (ddof 1), t(0.975, 4) = 2.776: half width 0.0092
+    assert "(gain +0.031, 95% CI [+0.022, +0.040])" in line and "balanced accuracy 0.896 -> 0.899" in line
+    ev["rare"].update(boost_plan=arm(0.671, 0.896), synthetic_images={"boost_plan": 0})
+    del ev["rare"]["boost_plan_paired"]
+    (line,) = rare_test_lines(ev)
+    assert "no synthetic image of this class ships, so the second figure is the first: 0.671 (+0.000)" in line
+    assert rare_test_lines({"rare": {"classes": ["b"], "oversampling": arm(0.5, 0.5)}}) == []
+    assert rare_test_lines(None) == []

@@ -210,6 +210,34 @@ def boost_section(cohort_meta: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def rare_test_lines(evaluate: Mapping[str, Any] | None) -> list[str]:
+    """One paragraph on the rare classes' test-split result of the exported cohort (``rare`` of
+    ``metrics/evaluate.json``: oversampling alone against oversampling + the rare classes' shipped synthetic
+    images, paired by classifier seed); empty without a ``rare`` section or without both arms."""
+    rare = (evaluate or {}).get("rare") or {}
+    over, plan = rare.get("oversampling"), rare.get("boost_plan")
+    if not isinstance(over, Mapping) or not isinstance(plan, Mapping):
+        return []
+    n = (rare.get("synthetic_images") or {}).get("boost_plan")
+    paired = rare.get("boost_plan_paired") or {}
+
+    def gain(metric: str) -> str:
+        p = paired.get(metric)
+        if not isinstance(p, Mapping):
+            return f"{plan[metric] - over[metric]:+.3f}"
+        return f"gain {p['mean']:+.3f}, 95% CI [{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}]"
+
+    classes = [str(c) for c in rare.get("classes", [])]
+    of = "this class" if len(classes) == 1 else "these classes"
+    what = f"adding the {n} shipped synthetic images of {of}" if n else \
+        f"no synthetic image of {of} ships, so the second figure is the first"
+    return [f"**Rare class{'es' if len(classes) > 1 else ''} {', '.join(classes)} on the real test split** "
+            f"(`rare` in `metrics/evaluate.json`, {(evaluate or {}).get('seeds', '?')} classifier seeds, paired by "
+            f"seed): recall with oversampling alone {over['rare_recall']:.3f}, {what}: {plan['rare_recall']:.3f} "
+            f"({gain('rare_recall')}); balanced accuracy {over['balanced_accuracy']:.3f} -> "
+            f"{plan['balanced_accuracy']:.3f} ({gain('balanced_accuracy')}).\n"]
+
+
 def volume_section(sample: Mapping[str, Any]) -> str:
     """What a consumer of a 3D export must know: dims, shape, spacing and the axis/affine convention."""
     c, d, h, w = sample["shape"]
@@ -337,6 +365,7 @@ def render_card(cohort: AuditedCohort, index: Mapping[str, Any], export_cfg: Map
                    "the privacy gate; `metrics/evaluate.json`):\n")
     out.append((_table(("metric", "value"), list(ev.items())) if ev else
                 "No evaluation metrics (`metrics/evaluate.json`) were available.") + "\n")
+    out.extend(rare_test_lines(evaluate))
 
     out.extend(curation_section(cohort.meta))
     out.extend(boost_section(cohort.meta))
