@@ -117,3 +117,12 @@ def test_evaluate_rare_arms_add_only_the_rare_class_and_feed_the_curve(tmp_path,
     pts = json.loads(out.with_suffix(".json").read_text())["points"]["toy"]
     assert pts["oversampling + raw synthetic"]["keep"] == [6] and len(pts) == 4
     assert pts["oversampling + boost plan"]["rare_recall"] == pts["oversampling"]["rare_recall"]
+    # A cohort of the rare class only (generate.per_class=0): the boost-plan arm is trs_balanced itself.
+    only_b = val.labels == 1
+    save_npz(tmp_path / "cur" / "cohort.npz", images=val.images[only_b], labels=val.labels[only_b],
+             seeds=np.arange(int(only_b.sum()), dtype=np.int64))
+    pools.clear()
+    m = json.loads(stage.run(cfg).read_text())
+    assert [p.tolist() for p in pools] == [[1], [1]]
+    assert m["utility"]["trs_balanced_rare"] == m["utility"]["trs_balanced"]
+    assert m["rare"]["synthetic_images"]["boost_plan"] == int(only_b.sum())

@@ -133,8 +133,11 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     extra = {"trs_balanced_rare": boosted, "trs_balanced_raw": raw}
     extra = {a: pool for a, pool in extra.items() if pool is not None}
-    # An arm whose pool holds no synthetic image is the oversampling arm itself: reuse its runs, not retrain.
-    reuse = {a for a, pool in extra.items() if len(pool.labels) == 0 and "trtr_balanced" in arms}
+    # An arm whose pool holds no synthetic image is the oversampling arm itself, and a boost-plan pool that is
+    # the whole cohort (only rare classes were generated) is trs_balanced: reuse those runs, not retrain.
+    reuse = {a: "trtr_balanced" for a, pool in extra.items() if len(pool.labels) == 0 and "trtr_balanced" in arms}
+    if boosted is not None and 0 < len(boosted.labels) == len(syn.labels) and "trs_balanced" in arms:
+        reuse["trs_balanced_rare"] = "trs_balanced"
     total = (len(arms) + len(extra) - len(reuse)) * len(seeds) * recipe.steps + fe_recipe.steps
     with tqdm(total=total, desc="evaluate: classifier steps", mininterval=5.0, leave=False) as bar:
         extractor = load_or_train(train_raw.images, train_raw.labels, n_classes, fe_recipe,
@@ -153,7 +156,7 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
         runs = run_arms(arms, seeds, real, syn, test_l, n_classes, recipe, float(ecfg.utility.synthetic_share),
                         uncut, progress=bar.update)
         for arm, pool in extra.items():
-            runs[arm] = runs["trtr_balanced"] if arm in reuse else run_arms(
+            runs[arm] = runs[reuse[arm]] if arm in reuse else run_arms(
                 ["trs_balanced"], seeds, real, pool, test_l, n_classes, recipe, float(ecfg.utility.synthetic_share),
                 progress=bar.update)["trs_balanced"]
     t_util = time.perf_counter()
