@@ -16,6 +16,10 @@ boosted classes' recall and balanced accuracy on the chosen real split (``test``
 
     OMP_NUM_THREADS=1 python benchmarks/second_recipe.py --prepared PREP --export EXPORT_DIR --classes basophil
 
+``--cohort data/generated`` instead of ``--export`` reads a cohort folder (``cohort.npz`` + ``cohort.json``) with
+numpy, e.g. the raw candidates before curation and the plan: it checks the evaluate stage's raw-synthetic arm
+with this other classifier when the plan shipped nothing of the boosted class.
+
 Needs MONAI (``pip install -e .[bench]``).
 """
 
@@ -58,6 +62,16 @@ def load_export(export: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     if not xs:
         return np.zeros((0,), np.float32), np.zeros((0,), np.int64), index["class_names"]
     return np.stack(xs), np.asarray(ys, np.int64), index["class_names"]
+
+
+def load_cohort_folder(folder: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Synthetic images ``(M, C, H, W)`` float32 in ``[0, 1]``, labels and class names from ``cohort.npz`` +
+    ``cohort.json`` (a synthgen cohort folder, read with numpy only)."""
+    z = np.load(os.path.join(folder, "cohort.npz"))
+    x = z["images"]
+    scale = float(np.iinfo(x.dtype).max) if np.issubdtype(x.dtype, np.integer) else 1.0
+    names = json.load(open(os.path.join(folder, "cohort.json"), encoding="utf-8"))["class_names"]
+    return x.astype(np.float32) / scale, z["labels"].astype(np.int64), list(names)
 
 
 def draw_indices(n_steps: int, batch: int, pools: list[np.ndarray], pool_weights: np.ndarray,
@@ -133,7 +147,9 @@ def interval(d: list[float]) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--prepared", required=True, help="prepared folder (train/val/test .npz)")
-    ap.add_argument("--export", required=True, help="export folder with index.json and *.tar shards")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--export", help="export folder with index.json and *.tar shards")
+    src.add_argument("--cohort", help="cohort folder (cohort.npz + cohort.json), e.g. data/generated")
     ap.add_argument("--classes", nargs="+", required=True, help="boosted classes (names)")
     ap.add_argument("--split", default="test", choices=["val", "test"])
     ap.add_argument("--seeds", type=int, default=5)
@@ -147,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 
     xr, yr = load_split(a.prepared, "train")
     xe, ye = load_split(a.prepared, a.split)
-    xs, ys, names = load_export(a.export)
+    xs, ys, names = load_export(a.export) if a.export else load_cohort_folder(a.cohort)
     n_classes = len(names)
     boosted = [names.index(c) for c in a.classes]
     print(f"real train {len(xr)}, synthetic {len(xs)} ({', '.join(f'{names[c]}: {int((ys == c).sum())}' for c in boosted)}), "
@@ -179,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"seed {seed} {arm}: " + ", ".join(f"{names[c]} recall {rec[c]:.3f}" for c in boosted)
                   + f", balanced accuracy {bacc:.4f} ({time.time() - t0:.0f} s)", flush=True)
 
-    report = {"split": a.split, "seeds": a.seeds, "steps": a.steps, "batch": a.batch, "share": a.share,
+    report = {"synthetic_source": "export" if a.export else "cohort", "split": a.split, "seeds": a.seeds, "steps": a.steps, "batch": a.batch, "share": a.share,
               "model": f"monai {a.arch} (2D, 3x3 stem of stride 2, no max-pool)", "classes": a.classes,
               "n_synthetic": {names[c]: int((ys == c).sum()) for c in boosted}, "arms": {}, "gain": {},
               "wall_s": round(time.time() - t0, 1)}
