@@ -43,6 +43,10 @@ from ..io import atomic_path, write_json
 ARMS = (("real only", "real_only", "trtr"), ("oversampling", "oversampling", "trtr_balanced"),
         ("oversampling + raw synthetic", "raw_synthetic", "trs_balanced_raw"),
         ("oversampling + boost plan", "boost_plan", "trs_balanced_rare"))
+#: Where the plan ships nothing its curve is the oversampling curve: a wide line under a dashed one keeps both
+#: visible.
+_STYLE = {"oversampling": {"marker": "o", "linewidth": 5, "markersize": 10, "alpha": 0.45},
+          "oversampling + boost plan": {"marker": "s", "linestyle": "--", "fillstyle": "none"}}
 METRICS = (("rare_recall", "rare-class recall"), ("balanced_accuracy", "balanced accuracy"))
 EVALUATE_JSON = "metrics/evaluate.json"
 
@@ -152,7 +156,7 @@ def draw(data: Mapping[str, Mapping[str, Mapping[str, list]]], path: str | os.Pa
                 if not c:
                     continue
                 err = None if any(s is None for s in c[f"{m}_std"]) else c[f"{m}_std"]
-                ax.errorbar(c["keep"], c[m], yerr=err, marker="o", capsize=3, label=label)
+                ax.errorbar(c["keep"], c[m], yerr=err, capsize=3, label=label, **_STYLE.get(label, {"marker": "o"}))
             ax.set_xscale("log")
             keeps = sorted({k for c in data[source].values() for k in c["keep"]})
             ax.set_xticks(keeps, [str(k) for k in keeps])
