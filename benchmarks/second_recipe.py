@@ -40,12 +40,17 @@ import torch.nn.functional as F
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
-def load_split(prepared: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Real images ``(N, C, H, W)`` float32 in ``[0, 1]`` and labels ``(N,)`` from ``<prepared>/<split>.npz``."""
-    z = np.load(os.path.join(prepared, f"{split}.npz"))
+def _images_and_labels(npz: str) -> tuple[np.ndarray, np.ndarray]:
+    """``images`` as float32 in ``[0, 1]`` (integer types scaled by their maximum) and ``labels`` of one npz."""
+    z = np.load(npz)
     x = z["images"]
     scale = float(np.iinfo(x.dtype).max) if np.issubdtype(x.dtype, np.integer) else 1.0
     return x.astype(np.float32) / scale, z["labels"].astype(np.int64)
+
+
+def load_split(prepared: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Real images ``(N, C, H, W)`` float32 in ``[0, 1]`` and labels ``(N,)`` from ``<prepared>/<split>.npz``."""
+    return _images_and_labels(os.path.join(prepared, f"{split}.npz"))
 
 
 def load_export(export: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -67,11 +72,9 @@ def load_export(export: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
 def load_cohort_folder(folder: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Synthetic images ``(M, C, H, W)`` float32 in ``[0, 1]``, labels and class names from ``cohort.npz`` +
     ``cohort.json`` (a synthgen cohort folder, read with numpy only)."""
-    z = np.load(os.path.join(folder, "cohort.npz"))
-    x = z["images"]
-    scale = float(np.iinfo(x.dtype).max) if np.issubdtype(x.dtype, np.integer) else 1.0
+    x, y = _images_and_labels(os.path.join(folder, "cohort.npz"))
     names = json.load(open(os.path.join(folder, "cohort.json"), encoding="utf-8"))["class_names"]
-    return x.astype(np.float32) / scale, z["labels"].astype(np.int64), list(names)
+    return x, y, list(names)
 
 
 def draw_indices(n_steps: int, batch: int, pools: list[np.ndarray], pool_weights: np.ndarray,
@@ -195,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"seed {seed} {arm}: " + ", ".join(f"{names[c]} recall {rec[c]:.3f}" for c in boosted)
                   + f", balanced accuracy {bacc:.4f} ({time.time() - t0:.0f} s)", flush=True)
 
-    report = {"synthetic_source": "export" if a.export else "cohort", "split": a.split, "seeds": a.seeds, "steps": a.steps, "batch": a.batch, "share": a.share,
+    report = {"synthetic_source": "export" if a.export else "cohort", "split": a.split, "seeds": a.seeds,
+              "steps": a.steps, "batch": a.batch, "share": a.share,
               "model": f"monai {a.arch} (2D, 3x3 stem of stride 2, no max-pool)", "classes": a.classes,
               "n_synthetic": {names[c]: int((ys == c).sum()) for c in boosted}, "arms": {}, "gain": {},
               "wall_s": round(time.time() - t0, 1)}

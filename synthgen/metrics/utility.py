@@ -23,10 +23,9 @@ classes' ordinary synthetic images do to the classifier.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
-
-import math
 
 import numpy as np
 import torch
@@ -189,12 +188,15 @@ def rare_gain(summary: dict[str, Any], rare: Sequence[str], runs: dict[str, list
             m: out[label][m] - out["oversampling"][m] for m in ("rare_recall", "balanced_accuracy")}
         a, b = (runs or {}).get(RARE_ARMS[label]), (runs or {}).get("trtr_balanced")
         if a and b and idx and len(a) == len(b) >= 2:
-            def per_seed(scores: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-                return {"rare_recall": np.array([np.nanmean(np.asarray(s["recall"])[idx]) for s in scores]),
-                        "balanced_accuracy": np.array([s["balanced_accuracy"] for s in scores])}
-            pa, pb = per_seed(a), per_seed(b)
+            pa, pb = _rare_per_seed(a, idx), _rare_per_seed(b, idx)
             out[f"{label}_paired"] = {m: paired_interval(pa[m] - pb[m], confidence) for m in pa}
     return out
+
+
+def _rare_per_seed(scores: list[dict[str, Any]], idx: Sequence[int]) -> dict[str, np.ndarray]:
+    """Per seed: mean recall over the class indices ``idx`` and balanced accuracy."""
+    return {"rare_recall": np.array([np.nanmean(np.asarray(s["recall"])[list(idx)]) for s in scores]),
+            "balanced_accuracy": np.array([s["balanced_accuracy"] for s in scores])}
 
 
 __all__ = ["ARMS", "RARE_ARMS", "LabeledImages", "arm_pool", "only_classes", "paired_interval", "rare_gain", "run_arms",
