@@ -206,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {a.out} ({len(points)} experiments)")
+    print(f"wrote {a.out} ({len(points)} experiments); view it with DVC: dvc plots show {a.out}")
     return 0
 
 
