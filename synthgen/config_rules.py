@@ -211,6 +211,7 @@ RULES: dict[str, Rule] = {
     "curate.plan.pretrain_steps": NONNEG,
     "curate.plan.metric": Str(choices=("recall", "soft_recall")),
     "curate.plan.confidence": ALPHA,
+    "curate.plan.validation": Str(nonempty=True, what="a path to an .npz", null="the prepared val split"),
     "curate.plan.max_balanced_accuracy_loss": FRACTION,
     # ------------------------------------------------------------------------------------ evaluate
     "evaluate.cohort": PATH,

@@ -201,9 +201,11 @@ def boost_section(cohort_meta: Mapping[str, Any]) -> list[str]:
     if plan.get("seeds"):
         how = (f": oversampling the real images against oversampling + synthetic images, {len(plan['seeds'])} "
                f"classifier seeds, paired t-intervals. Rule: {plan.get('rule', '')}")
+    source = ((cohort_meta or {}).get("curation") or {}).get("plan_validation")
+    where = ("the real validation split" if source in (None, "prepared val split") else
+             f"real validation images from `{Path(str(source)).name}` (`curate.plan.validation`)")
     out = ["## Rare-class boost plan\n",
-           f"The synthetic images of the boosted classes were chosen on the real validation split (never the test "
-           f"split){how}.\n"]
+           f"The synthetic images of the boosted classes were chosen on {where} (never the test split){how}.\n"]
     out += [f"- {_fmt(str(line))}" for line in plan["lines"]]
     out.append("\nEvery setting tried, with its interval, is in `metrics/boost.json`; the evaluation above "
                "measures the exported cohort on the test split.\n")

@@ -31,6 +31,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..curation.filter import REASONS, Thresholds, apply_filter
+from ..curation.plan_validation import load_plan_validation
 from ..curation.scores import classifier_scores
 from ..data.prepared import load_meta, load_split
 from ..data.symmetries import parse_symmetries
@@ -48,7 +49,7 @@ SCORE_KEYS = ("confidence", "realism", "nn_synthetic")
 BOOST_JSON = "boost.json"
 
 
-def ship_boost_candidates(train: LabeledImages, val: LabeledImages, candidates: LabeledImages,
+def ship_boost_candidates(train: LabeledImages, val: LabeledImages | None, candidates: LabeledImages,
                           candidate_guidance: np.ndarray, classes: Sequence[str], class_names: Sequence[str],
                           plan_cfg: Mapping[str, Any], recipe: Recipe, seed: int
                           ) -> tuple[np.ndarray, dict[str, Any], list[str]]:
@@ -56,7 +57,8 @@ def ship_boost_candidates(train: LabeledImages, val: LabeledImages, candidates: 
 
     ``candidates`` are ordered best first. With ``curate.plan.enabled`` false or no boosted classes every
     candidate ships (the user asked for them; the filter has already dropped the bad ones). Otherwise the
-    boost plan chosen on the validation split (``synthgen.curation.plan.choose_boost_plan``) decides.
+    boost plan chosen on ``val`` (``synthgen.curation.plan.choose_boost_plan``; the prepared validation split
+    or ``curate.plan.validation``: :mod:`synthgen.curation.plan_validation`) decides.
     """
     if not classes or not bool(plan_cfg.get("enabled", True)):
         why = "no boosted classes (curate.classes is empty)" if not classes else "curate.plan.enabled is false"
@@ -108,6 +110,10 @@ def _curate(cfg: DictConfig) -> dict[str, Any]:
     if unknown:
         raise ConfigError("curate.classes", f"unknown class {unknown}; classes are {names}")
     thresholds = Thresholds.from_config(ccfg.get("filter") or {})
+    plan_cfg = ccfg.get("plan") or {}
+    plan_on = bool(classes) and bool(plan_cfg.get("enabled", True))
+    # read (and check) the plan's validation images before the costly scoring: a bad file fails in seconds
+    validation = load_plan_validation(prepared, plan_cfg.get("validation"), names, classes) if plan_on else None
     arrays, gen_meta, syn01 = _read_generated(Path(ccfg["input"]), meta)
     labels = arrays["labels"].astype(np.int64)
     n = len(labels)
@@ -136,13 +142,14 @@ def _curate(cfg: DictConfig) -> dict[str, Any]:
 
     cand_rows = np.flatnonzero(result.kept & is_cand)
     cand_rows = cand_rows[np.argsort(-scores.confidence[cand_rows], kind="stable")]
-    val = load_split(prepared, "val")
     chosen, boost_json, lines = ship_boost_candidates(
-        train, _labeled(val.images, val.labels), LabeledImages(syn.images[torch.from_numpy(cand_rows)],
+        train, validation.images if validation else None, LabeledImages(syn.images[torch.from_numpy(cand_rows)],
                                                                labels[cand_rows]),
-        guidance[cand_rows], classes, names, ccfg.get("plan") or {},
+        guidance[cand_rows], classes, names, plan_cfg,
         Recipe.from_config(ecfg.classifier, symmetries=symmetries, image_shape=shape), int(cfg.seed))
     shipped = np.sort(np.concatenate([np.flatnonzero(result.kept & ~is_cand), cand_rows[chosen]]))
+    if validation is not None:
+        boost_json["validation"] = validation.describe()
     write_json(Path(cfg.paths.metrics) / BOOST_JSON, boost_json)  # the plan's verdict stands even if nothing ships
     for line in lines:
         print(f"boost plan: {line}")
@@ -171,7 +178,8 @@ def _curate(cfg: DictConfig) -> dict[str, Any]:
     summary = {"n_in": n, "n_kept": int(result.kept.sum()), "n_shipped": int(len(shipped)),
                "dropped": {r: v for r, v in result.counts().items() if r != "kept"},
                "per_class": per_class, "thresholds": thresholds.to_dict(), "classes": classes,
-               "feature_extractor": extractor.key, "plan": lines}
+               "feature_extractor": extractor.key, "plan": lines,
+               "plan_validation": validation.source if validation else None}
     out = {k: v[shipped] for k, v in arrays.items()}
     out["index"] = shipped.astype(np.int64)
     for k, v in (("confidence", scores.confidence), ("realism", scores.realism), ("nn_synthetic", result.nn_synthetic)):
