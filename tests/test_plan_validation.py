@@ -128,3 +128,34 @@ def test_the_stage_plans_on_the_named_file_and_says_so(prepared, tmp_path):
     card = "\n".join(boost_section(meta))
     assert "real validation images from `site_b.npz` (`curate.plan.validation`)" in card
     assert str(tmp_path) not in card
+
+
+def test_shifted_validation_benchmark_splits_test_and_drops_shared_copies(prepared, tmp_path):
+    """benchmarks/shifted_validation.py: half of test becomes site_val.npz, the other half the test split; an
+    image that occurs in both halves is dropped from site_val, so the plan's guard accepts the file."""
+    import sys
+
+    from conftest import REPO
+
+    sys.path.insert(0, str(REPO))
+    from benchmarks.shifted_validation import split_test
+
+    tmp, _ = prepared
+    src = tmp_path / "src"
+    shutil.copytree(tmp / "prepared", src)
+    with np.load(src / "test.npz") as z:
+        d = {k: z[k] for k in z.files}
+    for k in range(6):                                            # byte-identical pairs inside test
+        d["images"][2 * k + 1], d["labels"][2 * k + 1] = d["images"][2 * k], d["labels"][2 * k]
+    np.savez(src / "test.npz", **d)
+    counts = split_test(src, tmp_path / "out", seed=0)
+    with np.load(tmp_path / "out" / "site_val.npz") as a, np.load(tmp_path / "out" / "prepared" / "test.npz") as b:
+        n_a, n_b = len(a["labels"]), len(b["labels"])
+        assert set(map(bytes, a["images"].reshape(n_a, -1))).isdisjoint(map(bytes, b["images"].reshape(n_b, -1)))
+    n = len(d["labels"])
+    assert n_b == sum(counts["test"].values()) and n_a == sum(counts["site_val"].values())
+    assert counts["site_val_dropped_copies"]["n"] >= 1            # seed 0 splits at least one planted pair
+    assert n_a + n_b + counts["site_val_dropped_copies"]["n"] == n and n_b >= n // 2 - len(NAMES)
+    v = load_plan_validation(tmp_path / "out" / "prepared", tmp_path / "out" / "site_val.npz", NAMES, ["b"])
+    assert sum(v.counts.values()) == n_a
+    assert not (tmp_path / "out.tmp").exists()
