@@ -22,7 +22,6 @@ halves may share patients: the emulation is kinder than a real second site would
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
@@ -30,14 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _row_hashes(images: np.ndarray) -> list[bytes]:
-    flat = np.ascontiguousarray(images).reshape(len(images), -1)
-    return [hashlib.blake2b(r.tobytes(), digest_size=16).digest() for r in flat]
-
-
-def _hashes(images: np.ndarray) -> set[bytes]:
-    return set(_row_hashes(images))
+from synthgen.curation.plan_validation import image_hashes
 
 
 def split_test(prepared: Path, out: Path, seed: int) -> dict[str, dict[str, int]]:
@@ -62,8 +54,8 @@ def split_test(prepared: Path, out: Path, seed: int) -> dict[str, dict[str, int]
     # the official test split holds some byte-identical images; one in each half would put a test image in the
     # plan's validation set (curate.plan.validation refuses that), so half A drops its copies of half B / train
     with np.load(prepared / "train.npz", allow_pickle=False) as z:
-        seen = _hashes(z["images"]) | _hashes(test["images"][~half_a])
-    site = half_a & np.array([h not in seen for h in _row_hashes(test["images"])])
+        seen = set(image_hashes(z["images"])) | set(image_hashes(test["images"][~half_a]))
+    site = half_a & np.array([h not in seen for h in image_hashes(test["images"])])
     np.savez(tmp / "site_val.npz", **{k: v[site] for k, v in test.items()})
     counts = {s: {n: int((labels[m] == i).sum()) for i, n in enumerate(names)}
               for s, m in (("site_val", site), ("test", ~half_a))}

@@ -43,9 +43,10 @@ class PlanValidation:
         return {"source": self.source, "n": int(len(self.images.labels)), "per_class": dict(self.counts)}
 
 
-def _row_hashes(images: np.ndarray) -> set[bytes]:
+def image_hashes(images: np.ndarray) -> list[bytes]:
+    """One 16-byte BLAKE2b digest per image of ``images`` ``(N, ...)``: equal digests = byte-identical images."""
     flat = np.ascontiguousarray(images).reshape(len(images), -1)
-    return {hashlib.blake2b(r.tobytes(), digest_size=16).digest() for r in flat}
+    return [hashlib.blake2b(r.tobytes(), digest_size=16).digest() for r in flat]
 
 
 def _labeled(images01: np.ndarray, labels: np.ndarray) -> LabeledImages:
@@ -58,7 +59,8 @@ def _counts(labels: np.ndarray, class_names: Sequence[str]) -> dict[str, int]:
 
 
 def load_plan_validation(prepared: str | os.PathLike, path: str | os.PathLike | None,
-                         class_names: Sequence[str], boosted: Sequence[str]) -> PlanValidation:
+                         class_names: Sequence[str], boosted: Sequence[str],
+                         train_images: np.ndarray | None = None) -> PlanValidation:
     """The boost plan's validation images.
 
     Args:
@@ -66,6 +68,8 @@ def load_plan_validation(prepared: str | os.PathLike, path: str | os.PathLike | 
         path: ``curate.plan.validation``; ``None`` = ``<prepared>/val.npz``.
         class_names: the prepared data's classes (label ``i`` is ``class_names[i]``).
         boosted: the classes the plan boosts; each needs at least one validation image.
+        train_images: the prepared training split's stored images ``(N, C, H, W)`` where the caller has them
+            (read from ``prepared`` otherwise; only a named file needs them).
 
     Raises:
         ConfigError: the file is missing, is the test split, shares images with the test or training split,
@@ -79,7 +83,7 @@ def load_plan_validation(prepared: str | os.PathLike, path: str | os.PathLike | 
         out = PlanValidation(_labeled(val.images, val.labels), "prepared val split",
                              _counts(np.asarray(val.labels), class_names))
     else:
-        out = _load_file(prepared, Path(path), class_names)
+        out = _load_file(prepared, Path(path), class_names, train_images)
     missing = [c for c in boosted if out.counts.get(c, 0) == 0]
     if missing:
         raise ConfigError(KEY if path is not None else "curate.classes",
@@ -88,7 +92,8 @@ def load_plan_validation(prepared: str | os.PathLike, path: str | os.PathLike | 
     return out
 
 
-def _load_file(prepared: Path, path: Path, class_names: Sequence[str]) -> PlanValidation:
+def _load_file(prepared: Path, path: Path, class_names: Sequence[str],
+               train_images: np.ndarray | None) -> PlanValidation:
     if not path.is_file():
         raise ConfigError(KEY, f"{path}: no such file")
     test = prepared / "test.npz"
@@ -99,24 +104,24 @@ def _load_file(prepared: Path, path: Path, class_names: Sequence[str]) -> PlanVa
             images, labels = z["images"], z["labels"]
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
         raise InputError(path, f"not an npz with 'images' and 'labels' ({type(e).__name__}: {e})") from None
-    train = load_split(prepared, "train", as_float=False)
-    want = train.images.shape[1:]
-    if images.ndim != 4 or images.shape[1:] != want or images.dtype != train.images.dtype:
+    train = train_images if train_images is not None else load_split(prepared, "train", as_float=False).images
+    want = train.shape[1:]
+    if images.ndim != 4 or images.shape[1:] != want or images.dtype != train.dtype:
         raise InputError(path, f"images are {images.dtype} {tuple(images.shape)}; the prepared training split is "
-                               f"{train.images.dtype} (N, {', '.join(map(str, want))}): prepare it with the same "
+                               f"{train.dtype} (N, {', '.join(map(str, want))}): prepare it with the same "
                                "data settings")
     if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer) or (
             len(labels) and (labels.min() < 0 or labels.max() >= len(class_names))):
         raise InputError(path, f"labels must be {len(images)} integers in [0, {len(class_names)}) "
                                f"(classes {list(class_names)})")
-    mine = _row_hashes(images)
+    mine = set(image_hashes(images))
     for split in ("test", "train"):
-        other = train.images if split == "train" else load_split(prepared, "test", as_float=False).images
-        shared = len(mine & _row_hashes(other))
+        other = train if split == "train" else load_split(prepared, "test", as_float=False).images
+        shared = len(mine.intersection(image_hashes(other)))
         if shared:
             raise ConfigError(KEY, f"{path} shares {shared} image(s) with the prepared {split} split; the plan "
                                    "needs images it was neither trained nor tested on")
     return PlanValidation(_labeled(dequantize(images), labels), str(path), _counts(labels, class_names))
 
 
-__all__ = ["KEY", "PlanValidation", "load_plan_validation"]
+__all__ = ["KEY", "PlanValidation", "image_hashes", "load_plan_validation"]

@@ -112,8 +112,10 @@ def _curate(cfg: DictConfig) -> dict[str, Any]:
     thresholds = Thresholds.from_config(ccfg.get("filter") or {})
     plan_cfg = ccfg.get("plan") or {}
     plan_on = bool(classes) and bool(plan_cfg.get("enabled", True))
+    train_raw = load_split(prepared, "train", as_float=False)
     # read (and check) the plan's validation images before the costly scoring: a bad file fails in seconds
-    validation = load_plan_validation(prepared, plan_cfg.get("validation"), names, classes) if plan_on else None
+    validation = (load_plan_validation(prepared, plan_cfg.get("validation"), names, classes, train_raw.images)
+                  if plan_on else None)
     arrays, gen_meta, syn01 = _read_generated(Path(ccfg["input"]), meta)
     labels = arrays["labels"].astype(np.int64)
     n = len(labels)
@@ -122,7 +124,6 @@ def _curate(cfg: DictConfig) -> dict[str, Any]:
 
     ecfg = cfg.evaluate
     symmetries = parse_symmetries(cfg.data.get("symmetries") if "data" in cfg else None)
-    train_raw = load_split(prepared, "train", as_float=False)
     shape = train_raw.images.shape[1:]  # picks the classifier's size preset
     fe_recipe = Recipe.from_config(ecfg.classifier, symmetries=symmetries, image_shape=shape,
                                    steps=int(ecfg.features.steps))
