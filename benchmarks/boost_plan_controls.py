@@ -14,7 +14,6 @@ Prints each control's plan lines and wall time, writes both ``BoostPlan.to_json(
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import time
 from pathlib import Path
@@ -24,21 +23,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.real_positive_cohort import removed_by_cut  # noqa: E402
 from synthgen.curation.plan import choose_boost_plan, load_plan_inputs  # noqa: E402
-from synthgen.data.prepared import load_split  # noqa: E402
 from synthgen.data.symmetries import parse_symmetries  # noqa: E402
+from synthgen.data.transforms import dequantize  # noqa: E402
 from synthgen.io import write_json  # noqa: E402
 from synthgen.metrics.classifier import Recipe  # noqa: E402
 from synthgen.metrics.utility import LabeledImages  # noqa: E402
-
-
-def removed_by_cut(prepared: Path, train: LabeledImages, cls: int) -> torch.Tensor:
-    """Images of class ``cls`` in ``train_uncut`` that are not in ``train`` (the cut's removed images)."""
-    uncut = load_split(prepared, "train_uncut")
-    key = lambda x: hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest()  # noqa: E731
-    kept = {key(x) for x in train.images[torch.as_tensor(train.labels == cls)].numpy()}
-    rows = [x for x in uncut.images[uncut.labels == cls] if key(x) not in kept]
-    return torch.from_numpy(np.stack(rows).astype(np.float32))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {}
     for control in a.controls:
         if control == "positive":
-            x = removed_by_cut(a.prepared, train, c)
+            x = torch.from_numpy(dequantize(removed_by_cut(a.prepared, c)))
         else:
             gen = torch.Generator().manual_seed(0)
             real = train.images[torch.as_tensor(train.labels == c)]
