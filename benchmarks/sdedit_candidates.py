@@ -2,7 +2,8 @@
 with the generator's own samples in the evaluate stage's raw arm (docs/boost.md, session 9).
 
 SDEdit (Meng et al. 2022; DA-Fusion, Trabucco et al. 2024, for few-shot augmentation): take a real image ``x0``
-of class ``c`` (after a recorded dihedral transform: ``rot`` quarter turns, then a horizontal ``flip``), noise it
+of class ``c`` (after a recorded transform the data declare, ``--symmetries``: ``rot`` quarter turns, then a
+horizontal ``flip``; none by default), noise it
 to timestep ``t0 = max{t_k <= strength * T}`` of the 50-step trailing grid (:func:`trailing_timesteps`),
 
     x_t0 = a_t0 * x0 + s_t0 * eps,   eps = seeded_noise(seed)
@@ -14,7 +15,8 @@ quantity (source index, rotation, flip, noise seed) is drawn first from ``--seed
 An edited image derives from one patient's image. Privacy: the privacy stage's copy detection judges each one
 like any candidate; this benchmark ships nothing, it writes a cohort for ``evaluate.raw_cohort``:
 
-    python benchmarks/sdedit_candidates.py --run RUN --class basophil --n 400 --strength 0.5 --out RUN/sd0.5
+    python benchmarks/sdedit_candidates.py --run RUN --class basophil --n 400 --strength 0.5 --out RUN/sd0.5 \
+        --symmetries hflip vflip rot90
     python pipelines/evaluate.py ... evaluate.raw_cohort=RUN/sd0.5/cohort.npz
 
 ``RUN``: a pipeline folder with ``models/generator.ckpt`` (a diffusion model) and ``data/prepared``.
@@ -32,6 +34,7 @@ import numpy as np
 import torch
 
 from synthgen.data.prepared import load_split
+from synthgen.data.symmetries import parse_symmetries
 from synthgen.data.transforms import dequantize, quantize
 from synthgen.io import write_json
 from synthgen.models.checkpoints import load_generator
@@ -42,13 +45,15 @@ from synthgen.sampling.noise import seeded_noise
 GRID = 50  # the trailing timestep grid the edit starts on and integrates along
 
 
-def edit_params(n_sources: int, n: int, seed: int) -> dict[str, np.ndarray]:
+def edit_params(n_sources: int, n: int, seed: int, symmetries: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     """Recorded parameters of ``n`` edits: ``source`` (cycles through the ``n_sources`` real images, so each is
-    used ``n / n_sources`` times), ``rot`` in ``0..3``, ``flip`` in ``{0, 1}`` (drawn from ``seed``), ``seeds`` (noise seed of edit ``i``: ``10000 (seed + 1) + i``),
-    all int64."""
+    used ``n / n_sources`` times), ``rot`` in ``0..3`` and ``flip`` in ``{0, 1}`` (drawn from ``seed``; kept only
+    where the data declare ``rot90`` / ``hflip``, else 0: a chest X-ray must not be mirrored), ``seeds`` (noise
+    seed of edit ``i``: ``10000 (seed + 1) + i``), all int64."""
     rng = np.random.default_rng(seed)
-    return {"source": np.arange(n, dtype=np.int64) % n_sources, "rot": rng.integers(0, 4, n),
-            "flip": rng.integers(0, 2, n), "seeds": np.arange(n, dtype=np.int64) + 10_000 * (seed + 1)}
+    rot, flip = rng.integers(0, 4, n), rng.integers(0, 2, n)
+    return {"source": np.arange(n, dtype=np.int64) % n_sources, "rot": rot * ("rot90" in symmetries),
+            "flip": flip * ("hflip" in symmetries), "seeds": np.arange(n, dtype=np.int64) + 10_000 * (seed + 1)}
 
 
 def sdedit(model, images01: torch.Tensor, label: int, params: dict[str, np.ndarray], strength: float,
@@ -87,7 +92,7 @@ def sdedit(model, images01: torch.Tensor, label: int, params: dict[str, np.ndarr
 
 
 def write_sdedit_cohort(run: Path, cls_name: str, n: int, strength: float, out: Path, guidance: float = 1.0,
-                        seed: int = 0) -> dict:
+                        seed: int = 0, symmetries: tuple[str, ...] = ()) -> dict:
     """Write ``out/cohort.npz`` and ``out/cohort.json``; return the settings recorded in the JSON."""
     model, _ = load_generator(run / "models" / "generator.ckpt")
     if not hasattr(model, "schedule"):
@@ -97,7 +102,7 @@ def write_sdedit_cohort(run: Path, cls_name: str, n: int, strength: float, out: 
         raise SystemExit(f"error: --class {cls_name!r} is not a class of {run}; classes: {train.class_names}")
     c = train.class_names.index(cls_name)
     real = train.images[train.labels == c]
-    params = edit_params(len(real), n, seed)
+    params = edit_params(len(real), n, seed, parse_symmetries(list(symmetries)))
     img = sdedit(model, torch.from_numpy(dequantize(real)), c, params, strength, guidance).numpy()
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "cohort.tmp.npz"
@@ -105,7 +110,7 @@ def write_sdedit_cohort(run: Path, cls_name: str, n: int, strength: float, out: 
     tmp.replace(out / "cohort.npz")
     info = {"class_names": list(train.class_names), "source": f"SDEdit of the real {cls_name} training images",
             "class": cls_name, "n": n, "n_real": int(len(real)), "strength": strength, "guidance": guidance,
-            "seed": seed, "grid": GRID}
+            "seed": seed, "grid": GRID, "symmetries": list(parse_symmetries(list(symmetries)))}
     write_json(out / "cohort.json", info)
     return info
 
@@ -119,10 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--guidance", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--symmetries", nargs="*", default=[],
+                    help="the data's declared symmetries (data.symmetries), e.g. hflip vflip rot90; none: no transform")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    info = write_sdedit_cohort(a.run, a.cls, a.n, a.strength, a.out, a.guidance, a.seed)
+    info = write_sdedit_cohort(a.run, a.cls, a.n, a.strength, a.out, a.guidance, a.seed, tuple(a.symmetries))
     print(f"{a.out / 'cohort.npz'}: {a.n} edits of {info['n_real']} real {a.cls} images, strength {a.strength}")
     return 0
 

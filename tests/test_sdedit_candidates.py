@@ -45,8 +45,11 @@ def _sources(run, cls: int, out) -> np.ndarray:
 
 
 def test_weak_edits_stay_near_their_recorded_source_strong_ones_do_not(run, tmp_path):
-    weak = write_sdedit_cohort(run, "b", 24, 0.02, tmp_path / "weak")
-    write_sdedit_cohort(run, "b", 24, 1.0, tmp_path / "strong")
+    sym = ("hflip", "vflip", "rot90")
+    weak = write_sdedit_cohort(run, "b", 24, 0.02, tmp_path / "weak", symmetries=sym)
+    write_sdedit_cohort(run, "b", 24, 1.0, tmp_path / "strong", symmetries=sym)
+    with np.load(tmp_path / "weak" / "cohort.npz") as z:
+        assert z["rot"].any() and z["flip"].any()               # the declared transforms are drawn
     assert weak["n_real"] > 0
     d = {}
     for name in ("weak", "strong"):
@@ -54,6 +57,17 @@ def test_weak_edits_stay_near_their_recorded_source_strong_ones_do_not(run, tmp_
         assert x.shape == (24, 1, 28, 28) and (y == 1).all() and info["class_names"] == ["a", "b", "c"]
         d[name] = np.abs(x - _sources(run, 1, tmp_path / name)).mean()
     assert d["weak"] < 0.03 < d["strong"]                        # an untrained net: strength 1 is noise
+
+
+def test_without_declared_symmetries_nothing_is_rotated_or_mirrored(run, tmp_path):
+    """A lateralized class (a chest X-ray's left and right) must not be mirrored: no --symmetries, no transform."""
+    write_sdedit_cohort(run, "b", 24, 0.02, tmp_path / "plain")
+    with np.load(tmp_path / "plain" / "cohort.npz") as z:
+        assert not z["rot"].any() and not z["flip"].any()
+    x, _, _ = load_cohort(tmp_path / "plain", json.loads((run / "data/prepared/meta.json").read_text()))
+    tr = load_split(run / "data" / "prepared", "train", as_float=False)
+    src = dequantize(tr.images[tr.labels == 1])[np.load(tmp_path / "plain" / "cohort.npz")["source"]]
+    assert np.abs(x - src).mean() < 0.03
 
 
 def test_same_settings_same_bytes_other_seed_other_edits(run, tmp_path):
