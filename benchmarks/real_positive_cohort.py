@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from synthgen.curation.plan_validation import image_hashes
-from synthgen.data.prepared import load_split
+from synthgen.data.prepared import load_meta, load_split
 from synthgen.io import write_json
 
 
@@ -42,7 +42,7 @@ def removed_by_cut(prepared: Path, cls: int) -> np.ndarray:
 def write_positive_cohort(prepared: Path, cls_name: str, out: Path, max_images: int | None = None,
                           seed: int = 0) -> int:
     """Write ``out/cohort.npz`` and ``out/cohort.json`` (see the module docstring); return the image count."""
-    names = list(load_split(prepared, "val", as_float=False).class_names)
+    names = list(load_meta(prepared)["class_names"])
     if cls_name not in names:
         raise SystemExit(f"error: --class {cls_name!r} is not a class of {prepared}; classes: {names}")
     cls = names.index(cls_name)
