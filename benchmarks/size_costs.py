@@ -227,6 +227,8 @@ def part_train_sample(dims: int, size: int, device: str, quick: bool, sample: bo
     """Ours vs MONAI, pixel space and (from 64 px, and for volumes) latent space: train or sample rows."""
     import torch
 
+    from synthgen.precision import use_bf16
+
     unit, what, dev = ("images/s" if dims == 2 else "volumes/s"), ("sample" if sample else "train"), torch.device(device)
     if dims == 2:
         batch = {28: 64, 64: 32, 128: 8, 256: 2}[size] // (2 if quick else 1) or 1
@@ -242,7 +244,7 @@ def part_train_sample(dims: int, size: int, device: str, quick: bool, sample: bo
     for latent in (False, True) if size >= 64 or dims == 3 else (False,):
         ours, note = _ours(shape, latent)
         ours = ours.to(dev)
-        bf16, channels = bool(ours.hparams.autocast), [int(c) for c in ours.hparams.channels]
+        bf16, channels = use_bf16(ours.hparams.autocast, dev.type), [int(c) for c in ours.hparams.channels]
         in_ch = int(ours.sample_shape[0])
         monai, mcfg = _matched_monai(dims, in_ch, [c // channels[0] for c in channels], _nparams(ours.net),
                                      CLASSES + 1)

@@ -25,6 +25,8 @@ LR = Num(gt=0, note=" (a learning rate)")
 BETAS = ListOf(Num(ge=0, lt=1), length=2)
 COSINE = Num(ge=-1, le=1, null="no floor")
 LIGHTNING = "Lightning's default"
+#: ``synthgen.precision.BF16_SETTINGS``: bf16 autocast on, off, or where the device runs bf16 natively.
+BF16 = AnyOf(Bool(), Str(choices=("auto",)), what="true, false or 'auto' (bf16 where the device has it natively)")
 #: Lightning's ``precision`` values (lightning.fabric.connector._PRECISION_INPUT).
 PRECISIONS = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "transformer-engine",
               "transformer-engine-float16", "64", "32", "16", "bf16")
@@ -89,7 +91,7 @@ RULES: dict[str, Rule] = {
     "model.presets": Open(Open(None, "model keys sized for that side"), "image side in px (quoted) -> model keys"),
     "model.seed": SEED,
     "model.ema_decay": PROB,
-    "model.autocast": Bool(),
+    "model.autocast": BF16,
     "model.presets3d": Open(Open(None, "model keys sized for that volume edge"),
                             "largest volume edge in voxels (quoted) -> model keys"),
     "model.presets3d.*.batch_size": POS,
@@ -142,7 +144,7 @@ RULES: dict[str, Rule] = {
     "autoencoder.kl_weight": Num(ge=0),
     "autoencoder.lr": LR,
     "autoencoder.adam_betas": BETAS,
-    "autoencoder.autocast": Bool(),
+    "autoencoder.autocast": BF16,
     "autoencoder.seed": SEED,
     # ------------------------------------------------------------------------------------- trainer
     "trainer._target_": TARGET,
@@ -225,6 +227,7 @@ RULES: dict[str, Rule] = {
     "evaluate.classifier.width": Int(ge=1, null=_SIZED),
     "evaluate.classifier.stages": Int(ge=1, null=_SIZED),
     "evaluate.classifier.steps": POS,
+    "evaluate.classifier.bf16": BF16,
     "evaluate.classifier.batch_size": Int(ge=1, null=_SIZED),
     "evaluate.classifier.presets": Open(Open(None, "classifier keys sized for that side"),
                                         "image side in px (quoted) -> classifier keys"),

@@ -15,6 +15,7 @@ from synthgen.errors import InputError
 from synthgen.io import save_npz
 from synthgen.stages.evaluate import run
 from synthgen.metrics.synthetic import load_cohort
+from synthgen.precision import native_bf16
 
 TINY = ["evaluate.classifier.steps=6", "evaluate.classifier.batch_size=16", "evaluate.classifier.width=8",
         "evaluate.features.steps=6", "evaluate.utility.seeds=[0]", "evaluate.fidelity.kid_subsets=3",
@@ -58,6 +59,7 @@ def test_stage_writes_metrics_plots_and_is_byte_identical(project):
     assert m["diversity"]["ms_ssim_real"] is not None
     assert m["rare"]["classes"] == ["b"] and "gap_closed_rare_recall" in m["rare"]["synthetic"]
     assert "gain_over_oversampling" in m["utility"]
+    assert m["bf16"] is native_bf16("cpu")  # evaluate.classifier.bf16=auto (conf/) records what ran
     assert list(tmp.joinpath("cache").glob("feature_extractor-*.pt"))
     for png in ("evaluate_per_class.png", "evaluate_confusion.png"):
         assert (a / png).read_bytes()[:4] == b"\x89PNG"

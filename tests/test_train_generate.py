@@ -22,6 +22,7 @@ from synthgen.errors import ConfigError, InputError
 from synthgen.models.base import GeneratorModule, seeded_noise
 from synthgen.models.checkpoints import load_generator, save_generator
 from synthgen.models.gan import ConditionalGAN
+from synthgen.precision import native_bf16
 from synthgen.runner import run_named, run_stage
 from synthgen.stages.generate import NonFiniteSampleError, generate
 from synthgen.stages.train import train
@@ -52,6 +53,7 @@ def test_train_writes_checkpoints_metrics_and_curves(trained):
     m = json.loads((trained / "metrics" / "train.json").read_text())
     assert m["global_step"] == 8 and m["batches_this_run"] == 4 and m["resumed_from_step"] == 0
     assert m["target"] == "synthgen.models.gan.ConditionalGAN" and m["train_images_per_s"] > 0
+    assert m["bf16_autocast"] is native_bf16("cpu")  # model.autocast=auto (conf/) records what ran
     assert (trained / "models" / "last.ckpt").is_file()
     model, meta = load_generator(trained / "models" / "generator.ckpt")
     assert isinstance(model, ConditionalGAN) and meta["class_names"] == ["a", "b", "c"]

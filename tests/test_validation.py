@@ -87,7 +87,9 @@ def test_audit_good_overrides_pass():
     (lambda p: p["evaluate"]["classifier"].__setitem__("stpes", 10), "evaluate.classifier.stpes", "did you mean"),
     (lambda p: p["export"].__setitem__("shuffle", 1), "export.shuffle", "true or false"),
     (lambda p: p["privacy"].pop("gates"), "privacy.gates", "missing"),
-], ids=["string-count", "negative-keep", "sexagesimal-time", "unknown-key", "int-for-bool", "deleted-group"])
+    (lambda p: p["model"].__setitem__("autocast", "bf16"), "model.autocast", "true, false or 'auto'"),
+], ids=["string-count", "negative-keep", "sexagesimal-time", "unknown-key", "int-for-bool", "deleted-group",
+        "bad-bf16-switch"])
 def test_hand_edited_params_yaml_is_validated(tmp_path, edit, key, needle):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     edit(params)

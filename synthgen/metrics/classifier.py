@@ -13,7 +13,9 @@ get exactly the same compute whatever the size of their training pool. Batches a
 replacement from per-image sampling weights (uniform, or class-balanced oversampling), with light
 augmentation (integer shifts, plus random elements of the data source's declared symmetry group,
 ``data.symmetries``, via one affine ``grid_sample``), AdamW with linear warmup and cosine decay, and
-bf16 autocast (about 2x faster convolutions on this CPU; measured in ``benchmarks/evaluate_classifier.py``).
+bf16 autocast where the CPU has bf16 natively (AVX-512-BF16/AMX: ~1.7x faster convolutions; an AVX2-only CPU
+emulates bf16 ~13x slower than float32, so ``bf16="auto"``, the default, trains in float32 there; measured in
+``benchmarks/evaluate_classifier.py``, resolved by :mod:`synthgen.precision`).
 
 Flips and rotations are NOT assumed: they change the label of lateralized classes (left/right kidney,
 femur), and a classifier trained with them cannot learn laterality. They come only from the data source's
@@ -35,6 +37,7 @@ import torch.nn.functional as F
 
 from ..data.symmetries import check_shape, parse_symmetries, random_matrices
 from ..errors import ConfigError
+from ..precision import bf16_setting, use_bf16
 from ..sizing import apply_presets, image_side, missing_after_presets
 
 
@@ -56,7 +59,9 @@ class Recipe:
         weight_decay: AdamW weight decay.
         label_smoothing: cross-entropy label smoothing.
         shift: max integer translation in pixels (random, per image and axis).
-        bf16: bf16 autocast for training and prediction (features are always fp32).
+        bf16: bf16 autocast for training and prediction (features are always fp32): ``True``, ``False`` or
+            ``"auto"`` (where this CPU has bf16 natively). Resolved when the recipe is made, so the attribute
+            (and ``to_dict``, the cache key, ``metrics/evaluate.json``) holds the precision that ran.
         symmetries: the data source's label-preserving symmetries (``data.symmetries``: names from
             ``hflip``, ``vflip``, ``rot90``); each training image gets a uniformly random element of the group
             they generate. ``()`` = none (no flip, no rotation).
@@ -71,11 +76,12 @@ class Recipe:
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0
     shift: int = 2
-    bf16: bool = True
+    bf16: bool | str = "auto"
     symmetries: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "symmetries", parse_symmetries(self.symmetries))
+        object.__setattr__(self, "bf16", use_bf16(bf16_setting(self.bf16, "evaluate.classifier.bf16"), "cpu"))
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], symmetries: Any = (), image_shape: Sequence[int] | None = None,
@@ -244,7 +250,7 @@ def train_classifier(images: torch.Tensor, labels: np.ndarray, weights: np.ndarr
         p = w / w.sum()
     draws = rng.choice(len(images), size=(recipe.steps, recipe.batch_size), replace=True, p=p)
     y_all = torch.as_tensor(np.asarray(labels, dtype=np.int64))
-    bf16 = recipe.bf16 and images.dim() == 4  # volumes: float32 (module docstring)
+    bf16 = use_bf16(recipe.bf16, "cpu") and images.dim() == 4  # volumes: float32 (module docstring)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, recipe))
     model.train()
@@ -264,11 +270,13 @@ def train_classifier(images: torch.Tensor, labels: np.ndarray, weights: np.ndarr
 
 
 @torch.no_grad()
-def predict_proba(model: SmallResNet, images: torch.Tensor, bf16: bool = True, batch: int = 1024) -> np.ndarray:
-    """``(N, C, H, W)`` float in ``[0, 1]`` -> ``(N, n_classes)`` float64 softmax probabilities (volumes
-    ``(N, C, D, H, W)``: float32 whatever ``bf16`` says, see the module docstring)."""
+def predict_proba(model: SmallResNet, images: torch.Tensor, bf16: bool | str = "auto",
+                  batch: int = 1024) -> np.ndarray:
+    """``(N, C, H, W)`` float in ``[0, 1]`` -> ``(N, n_classes)`` float64 softmax probabilities (``bf16``: a
+    recipe's resolved ``bf16``, or ``"auto"``; volumes ``(N, C, D, H, W)``: float32 whatever ``bf16`` says, see
+    the module docstring)."""
     model.eval()
-    bf16 = bf16 and images.dim() == 4
+    bf16 = use_bf16(bf16, "cpu") and images.dim() == 4
     out = []
     for i in range(0, len(images), batch):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from .. import __version__
 from ..errors import ConfigError, InputError
 from ..io import atomic_path
+from ..precision import bf16_setting, use_bf16
 from .base import SeededModule
 from .checkpoints import class_path
 from .distributed import batch_slice, draw_rows
@@ -68,17 +69,19 @@ class AutoencoderModule(SeededModule):
         norm_num_groups: GroupNorm groups (must divide every width).
         kl_weight: weight of the KL term.
         lr, adam_betas: AdamW (constant learning rate).
-        autocast: run the network under bf16 autocast (loss in float32).
+        autocast: run the network under bf16 autocast (loss in float32): ``True``, ``False`` or ``"auto"``
+            (where the device has bf16 natively, :mod:`synthgen.precision`).
         seed: seeds the posterior draws (``(seed, "posterior", rank, batch)``).
     """
 
     def __init__(self, image_shape: Sequence[int], channels: Sequence[int] = (32, 64, 64), latent_channels: int = 4,
                  num_res_blocks: int = 1, norm_num_groups: int = 16, kl_weight: float = 1e-6, lr: float = 1e-3,
-                 adam_betas: Sequence[float] = (0.9, 0.99), autocast: bool = True, seed: int = 0):
+                 adam_betas: Sequence[float] = (0.9, 0.99), autocast: bool | str = "auto", seed: int = 0):
         super().__init__()
         image_shape = [int(s) for s in image_shape]
         channels = [int(c) for c in channels]
         adam_betas = [float(b) for b in adam_betas]
+        autocast = bf16_setting(autocast, "autoencoder.autocast")
         if len(image_shape) not in (3, 4):
             raise ConfigError("autoencoder", f"expected image_shape (C, H, W) or (C, D, H, W), got {image_shape}")
         if any(c % int(norm_num_groups) for c in channels):
@@ -96,7 +99,7 @@ class AutoencoderModule(SeededModule):
                                  with_decoder_nonlocal_attn=False)
 
     def _autocast(self, x: torch.Tensor) -> torch.autocast:
-        return torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=bool(self.hparams.autocast))
+        return torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=use_bf16(self.hparams.autocast, x.device.type))
 
     # ------------------------------------------------------------------------------------------ codec
     @torch.no_grad()

@@ -25,8 +25,9 @@ module's ``state_dict``: the checkpoint holds the EMA weights that sampling and 
 and the raw weights and optimizer state that make a resumed run continue exactly.
 
 bf16: with ``autocast=True`` every network call runs under ``torch.autocast(bfloat16)`` (on CPUs with
-AVX-512-BF16/AMX this roughly doubles convolution throughput, see ``benchmarks/cases/unet.py``); the
-loss, the EMA and all sampler arithmetic stay in float32.
+AVX-512-BF16/AMX this roughly doubles convolution throughput, see ``benchmarks/cases/unet.py``); ``"auto"``
+(the config default) does so only where the device has bf16 natively (:mod:`synthgen.precision`: an AVX2-only
+CPU emulates it ~13x slower than float32). The loss, the EMA and all sampler arithmetic stay in float32.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..precision import bf16_setting, use_bf16
 from ..sampling import CosineSchedule, get_sampler, guided_denoiser
 from .base import GeneratorModule, seeded_noise
 from .distributed import batch_slice, draw_rows
@@ -58,7 +60,9 @@ class DiffusionModule(GeneratorModule):
         label_dropout: probability of training a sample with the null label (for guidance).
         lr, weight_decay, warmup_steps, adam_betas: AdamW with a linear warm-up over ``warmup_steps``.
         ema_decay: decay of the weight EMA used for sampling.
-        autocast: run the network under bf16 autocast.
+        autocast: run the network under bf16 autocast: ``True``, ``False`` or ``"auto"`` (where the device has
+            bf16 natively, resolved per call from the tensors' device: a checkpoint trained on a GPU samples in
+            float32 on an AVX2 CPU).
         max_batch: largest batch one network call sees in :meth:`generate` (memory bound only).
         seed: seeds the training noise: training batch ``b`` draws its timesteps, noise and label dropout for
             the global batch from a CPU generator seeded by ``(seed, "noise", b)`` and each DDP rank keeps its
@@ -73,13 +77,14 @@ class DiffusionModule(GeneratorModule):
                  dropout: float = 0.0, prediction_type: str = "v_prediction", num_timesteps: int = 1000,
                  label_dropout: float = 0.1, lr: float = 2e-3, weight_decay: float = 0.0,
                  warmup_steps: int = 100, adam_betas: Sequence[float] = (0.9, 0.99), ema_decay: float = 0.995,
-                 autocast: bool = True, max_batch: int = 512, seed: int = 0, name: str = "ddpm"):
+                 autocast: bool | str = "auto", max_batch: int = 512, seed: int = 0, name: str = "ddpm"):
         super().__init__()
         # Plain Python values only (Hydra passes ListConfig): checkpoints must load with weights_only=True.
         class_names = [str(c) for c in class_names]
         image_shape = [int(s) for s in image_shape]
         channels = [int(c) for c in channels]
         adam_betas = [float(b) for b in adam_betas]
+        autocast = bf16_setting(autocast, "model.autocast")
         if len(image_shape) not in (3, 4) or min(image_shape) < 1:
             raise ConfigError("model.image_shape", f"expected (C, H, W) or (C, D, H, W), got {image_shape}")
         if len(class_names) < 1 or len(set(class_names)) != len(class_names):
@@ -102,7 +107,7 @@ class DiffusionModule(GeneratorModule):
     # ----------------------------------------------------------------------------------------- network
     def _predict(self, net: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Network output ``(N, C, H, W)`` float32 (bf16 autocast inside when enabled)."""
-        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=bool(self.hparams.autocast)):
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=use_bf16(self.hparams.autocast, x.device.type)):
             return net(x, t, y).float()
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..precision import bf16_setting, use_bf16
 from .base import GeneratorModule, seeded_noise
 from ..errors import ConfigError
 from .diffaugment import diff_augment, parse_policy
@@ -73,7 +74,8 @@ class ConditionalGAN(GeneratorModule):
             generator block's norms (else the class index alone does).
         mbstd_group: group size of the discriminator's minibatch-stddev feature (0 = off).
         autocast: run G and D under bf16 autocast while training (weights, optimizer state and the EMA
-            stay float32; sampling runs in float32).
+            stay float32; sampling runs in float32): ``True``, ``False`` or ``"auto"`` (where the device has
+            bf16 natively, :mod:`synthgen.precision`).
         width_cap: the widest block has at most ``width * width_cap`` channels (64 px and up; 28 px never
             reaches it; :func:`~synthgen.models.gan_nets.block_widths`).
         seed: seeds the training draws (latents, DiffAugment); see the module docstring.
@@ -83,7 +85,7 @@ class ConditionalGAN(GeneratorModule):
                  g_width: int = 32, d_width: int = 32, embed_dim: int = 32, lr_g: float = 2e-4,
                  lr_d: float = 4e-4, betas: Sequence[float] = (0.0, 0.99), ema_decay: float = 0.999,
                  diffaugment: str = "color,translation", standing_stats_batches: int = 16,
-                 diversity_weight: float = 0.05, autocast: bool = True, mbstd_group: int = 0,
+                 diversity_weight: float = 0.05, autocast: bool | str = "auto", mbstd_group: int = 0,
                  hierarchical_z: bool = True, width_cap: int = 8, seed: int = 0) -> None:
         super().__init__()
         self.class_names = [str(c) for c in class_names]
@@ -101,7 +103,7 @@ class ConditionalGAN(GeneratorModule):
                                    "betas": [float(b) for b in betas], "ema_decay": float(ema_decay),
                                    "diffaugment": str(diffaugment),
                                    "standing_stats_batches": int(standing_stats_batches),
-                                   "diversity_weight": float(diversity_weight), "autocast": bool(autocast),
+                                   "diversity_weight": float(diversity_weight), "autocast": bf16_setting(autocast, "model.autocast"),
                                    "mbstd_group": int(mbstd_group), "hierarchical_z": bool(hierarchical_z),
                                    "width_cap": int(width_cap), "seed": int(seed)})
         self.automatic_optimization = False
@@ -123,7 +125,7 @@ class ConditionalGAN(GeneratorModule):
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
-                              enabled=bool(self.hparams.autocast))
+                              enabled=use_bf16(self.hparams.autocast, self.device.type))
 
     def _d(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | RowDraws | None = None
            ) -> torch.Tensor:

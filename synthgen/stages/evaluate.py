@@ -172,6 +172,7 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
         "fidelity": fidelity, "diversity": diversity, "utility": utility,
         "feature_extractor": {"key": extractor.key, "dim": extractor.dim},
         "seeds": len(seeds), "steps": recipe.steps, "symmetries": list(symmetries),
+        "bf16": recipe.bf16,  # what ran: evaluate.classifier.bf16=auto resolves per CPU (synthgen/precision.py)
     }
     if rare:
         metrics["rare"] = {"classes": rare, **rare_gain(summary, rare, runs, names),

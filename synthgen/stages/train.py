@@ -50,6 +50,7 @@ from ..models.curves import LossCurve
 from ..models.finetune import finetune_settings, run_finetune
 from ..models.fitting import build_trainer, tensor_dataset, train_loader
 from ..models.progress import live_logger, live_plots_dir
+from ..precision import use_bf16
 
 log = logging.getLogger(__name__)
 
@@ -278,6 +279,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "budget": budget,
         "resumed_from_step": int(start_step),
         "batches_this_run": int(batches_this_run),
+        # what ran: model.autocast=auto resolves per device (synthgen/precision.py)
+        "bf16_autocast": use_bf16(model.hparams.get("autocast", False), trainer.strategy.root_device.type),
         "train_images_per_s": round(batches_this_run * batch_size * world_size / max(fit_s, 1e-9), 2),
         "fit_seconds": round(fit_s, 1),
         "stage_seconds": round(time.perf_counter() - t_start, 1),
