@@ -42,3 +42,18 @@ def test_runner_quick_privacy_knn(tmp_path: Path) -> None:
         if row["metric"] == "search CPU s":  # exact search: every backend finds the same neighbours
             assert min(row["extra"]["same_ids"].values()) > 0.95, row
     assert "| privacy_knn | ours 0.6k x 0.6k pixel d147 | search CPU s |" in (tmp_path / "results.md").read_text()
+
+
+def test_bf16_auto_times_every_default_network_both_ways(tmp_path: Path) -> None:
+    from synthgen.precision import native_bf16
+
+    out = tmp_path / "bf16.json"
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bf16_auto.py"), "--batch", "2", "--repeats", "1",
+                        "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["network"].split()[0] for row in rows] == ["ddpm", "cgan", "evaluate"]
+    for row in rows:
+        assert row["fp32_s"] > 0 and row["bf16_s"] > 0 and row["auto"] == ("bf16" if native_bf16() else "fp32")
+        speedup = row["bf16_speedup"]  # rounded to 0.01: a tie may go either way
+        assert row["auto_is_faster"] == ((speedup > 1) == native_bf16()) or abs(speedup - 1) <= 0.01, row

@@ -99,7 +99,8 @@ class AutoencoderModule(SeededModule):
                                  with_decoder_nonlocal_attn=False)
 
     def _autocast(self, x: torch.Tensor) -> torch.autocast:
-        return torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=use_bf16(self.hparams.autocast, x.device.type))
+        return torch.autocast(device_type=x.device.type, dtype=torch.bfloat16,
+                              enabled=use_bf16(self.hparams.autocast, x.device.type))
 
     # ------------------------------------------------------------------------------------------ codec
     @torch.no_grad()

@@ -107,7 +107,8 @@ class DiffusionModule(GeneratorModule):
     # ----------------------------------------------------------------------------------------- network
     def _predict(self, net: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Network output ``(N, C, H, W)`` float32 (bf16 autocast inside when enabled)."""
-        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=use_bf16(self.hparams.autocast, x.device.type)):
+        bf16 = use_bf16(self.hparams.autocast, x.device.type)
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=bf16):
             return net(x, t, y).float()
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

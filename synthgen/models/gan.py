@@ -103,7 +103,8 @@ class ConditionalGAN(GeneratorModule):
                                    "betas": [float(b) for b in betas], "ema_decay": float(ema_decay),
                                    "diffaugment": str(diffaugment),
                                    "standing_stats_batches": int(standing_stats_batches),
-                                   "diversity_weight": float(diversity_weight), "autocast": bf16_setting(autocast, "model.autocast"),
+                                   "diversity_weight": float(diversity_weight),
+                                   "autocast": bf16_setting(autocast, "model.autocast"),
                                    "mbstd_group": int(mbstd_group), "hierarchical_z": bool(hierarchical_z),
                                    "width_cap": int(width_cap), "seed": int(seed)})
         self.automatic_optimization = False
