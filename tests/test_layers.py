@@ -37,6 +37,7 @@ LAYERS: list[set[str]] = [
 #: ``budget`` and ``project`` (``synthgen init``) arrive with the packaging work (issue 16 items 2 and 4).
 TOP_LEVEL = {"__init__": "core", "errors": "core", "io": "core", "config": "core", "config_rules": "core",
              "validation": "core", "sizing": "core", "runner": "core", "shards": "core", "budget": "core", "project": "core", "threads": "core",
+             "precision": "core",
              "cli": "cli"}
 
 
