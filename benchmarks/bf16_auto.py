@@ -11,7 +11,7 @@ bf16 speed-up (fp32 seconds / bf16 seconds) and whether ``auto`` chose the faste
 Measured (CPU seconds per step, one thread, ``--repeats 5``):
 
 - AMD EPYC, AVX2 only (no avx512_bf16; session 10), preset batches (ddpm 128, cgan 64, classifier 128): ddpm
-  fp32 1.599 s, bf16 18.968 s (0.08x); cgan 0.450 s vs 4.542 s (0.10x); evaluate classifier 0.190 s vs 2.546 s
+  fp32 1.490 s, bf16 19.917 s (0.07x); cgan 0.512 s vs 4.689 s (0.11x); evaluate classifier 0.248 s vs 3.319 s
   (0.07x). bf16 is emulated there; ``auto`` runs float32.
 - Earlier on an AMD EPYC with avx512_bf16: the evaluate classifier 1.66x faster in bf16
   (``benchmarks/evaluate_classifier.py``), the cGAN 1.35x (``conf/model/cgan.yaml``); ``auto`` runs bf16.
@@ -64,21 +64,18 @@ def generator_step(model_group: str, batch: int | None = None) -> Callable[[bool
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-        else:  # cgan: one D and one G update on the networks the GAN trains
-            opt_g = torch.optim.Adam(m.generator.parameters(), 2e-4)
-            opt_d = torch.optim.Adam(m.discriminator.parameters(), 2e-4)
-            z = torch.randn((n, int(m.hparams.z_dim)), generator=g)
+        else:  # cgan: one D and one G update with the module's own losses (as benchmarks/cases/gan.py's bare loop)
+            hp = m.hparams
+            opt_g = torch.optim.Adam(m.generator.parameters(), lr=hp.lr_g, betas=tuple(hp.betas))
+            opt_d = torch.optim.Adam(m.discriminator.parameters(), lr=hp.lr_d, betas=tuple(hp.betas))
 
             def step() -> None:
-                with m._autocast():
-                    fake = m.generator(z, y)
-                    loss_d = F.softplus(m.discriminator(fake.detach(), y)).float().mean() + \
-                        F.softplus(-m.discriminator(x, y)).float().mean()
+                z, y_fake, fake = m.fake_batch(y, generator=g)
+                loss_d = m.discriminator_loss(x, y, fake.detach(), y_fake, generator=g, fake_generator=g)[0]
                 opt_d.zero_grad(set_to_none=True)
                 loss_d.backward()
                 opt_d.step()
-                with m._autocast():
-                    loss_g = F.softplus(-m.discriminator(fake, y)).float().mean()
+                loss_g = m.generator_loss(fake, y_fake, z, generator=g)[0]
                 opt_g.zero_grad(set_to_none=True)
                 loss_g.backward()
                 opt_g.step()

@@ -47,12 +47,18 @@ def _cpu_native_bf16() -> bool:
     return any(f in flags for f in _CPU_FLAGS)
 
 
+@functools.lru_cache(maxsize=None)
+def _cuda_native_bf16() -> bool:
+    """True where the current CUDA device runs bf16 natively (Ampere and later)."""
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
 def native_bf16(device_type: str = "cpu") -> bool:
     """Whether ``device_type`` (``"cpu"``, ``"cuda"``, ...) runs bf16 matmuls/convolutions natively."""
     if device_type == "cpu":
         return _cpu_native_bf16()
     if device_type == "cuda":
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        return _cuda_native_bf16()
     return False
 
 

@@ -250,7 +250,7 @@ def train_classifier(images: torch.Tensor, labels: np.ndarray, weights: np.ndarr
         p = w / w.sum()
     draws = rng.choice(len(images), size=(recipe.steps, recipe.batch_size), replace=True, p=p)
     y_all = torch.as_tensor(np.asarray(labels, dtype=np.int64))
-    bf16 = use_bf16(recipe.bf16, "cpu") and images.dim() == 4  # volumes: float32 (module docstring)
+    bf16 = recipe.bf16 and images.dim() == 4  # resolved by Recipe; volumes: float32 (module docstring)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, recipe))
     model.train()

@@ -40,7 +40,6 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..precision import bf16_setting, use_bf16
 from .base import GeneratorModule, seeded_noise
-from ..errors import ConfigError
 from .diffaugment import diff_augment, parse_policy
 from .distributed import BatchSlice, RowDraws, all_reduce_sum, batch_slice, draw_rows, gather_global, world
 from .gan_nets import Generator, ProjectionDiscriminator
